@@ -1,0 +1,71 @@
+/**
+ * The socket contract shared by every transport (DESIGN.md §4).
+ *
+ * A socket carries whole messages (not a byte stream), in order, in both
+ * directions. `send` resolves with the *return*: the moment the transport
+ * guarantees the bytes are in the peer's memory (RdmaRdCompl for zcopy, the
+ * reliable-connection send completion for bcopy, a transport-level
+ * acknowledgement on TCP). Upper layers (rmi, session) depend only on this file.
+ *
+ * @module
+ */
+
+/** Which transport a socket runs on. `auto` is resolved to one of these. */
+export type TransportKind = "rdma" | "tcp" | "loopback";
+
+/** What `listen`/`connect` accept: a concrete transport, or `auto` (rdma where a device is up, else tcp). */
+export type TransportChoice = TransportKind | "auto";
+
+/** Counters of one socket; all monotonic. */
+export interface SocketStats {
+  bytesSent: number;
+  bytesReceived: number;
+  messagesSent: number;
+  messagesReceived: number;
+  /** Messages sent by copy through posted receive buffers (DATA). */
+  bcopySends: number;
+  /** Messages sent by SrcAvail → RDMA READ → RdmaRdCompl. */
+  zcopySends: number;
+  /** Times a send had to wait for credits. */
+  creditStalls: number;
+  /** SrcAvail transfers cancelled (SendSM / SrcAvailCancel). */
+  cancels: number;
+}
+
+/**
+ * One received message. `bytes` may be a view into registered memory that is
+ * valid only until `release()`; `copy()` returns bytes the caller owns.
+ * Releasing twice is harmless.
+ */
+export interface ReceivedMessage {
+  readonly bytes: Uint8Array;
+  copy(): Uint8Array;
+  release(): void;
+}
+
+/** A connected message socket (any transport). */
+export interface MessageSocket extends AsyncIterable<ReceivedMessage> {
+  readonly transport: TransportKind;
+  /** Human-readable peer address, e.g. "192.0.2.1:7471". */
+  readonly remoteAddress: string;
+  /**
+   * Sends one message. Resolves on the return (bytes are in the peer's memory);
+   * rejects with a clear error if the connection dies first. Order is preserved.
+   */
+  send(bytes: Uint8Array): Promise<void>;
+  /** Closes the socket; pending sends reject; idempotent. */
+  close(): Promise<void>;
+  /** Resolves when the socket has closed: `undefined` for an orderly close, else the cause. */
+  readonly closed: Promise<Error | undefined>;
+  stats(): SocketStats;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A listening endpoint that yields accepted sockets. */
+export interface MessageListener extends AsyncIterable<MessageSocket> {
+  readonly transport: TransportKind;
+  /** The bound address (host and actual port). */
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
