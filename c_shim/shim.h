@@ -23,7 +23,9 @@
 
 #include <stdint.h>
 
+#ifndef SHIM_ABI_VERSION /* overridable only so tests can build a mismatching shim */
 #define SHIM_ABI_VERSION 1
+#endif
 
 /* Access flags for shim_mr_create (same bits as IBV_ACCESS_*, restated so JS need not know verbs.h). */
 #define SHIM_ACCESS_LOCAL_WRITE  1u

@@ -37,7 +37,7 @@ const DENO_FLAGS =
 const CFLAGS = ["-O2", "-fPIC", "-shared", "-Wall", "-Wl,--no-undefined"];
 const LIBS = ["-lrdmacm", "-libverbs"];
 
-export const SHIM_SOURCE_DIR = fileURLToPath(new URL("../c_shim/", import.meta.url));
+export const SHIM_SOURCE_DIR = fileURLToPath(new URL("../c_shim/", import.meta.url).href);
 
 function env(name: string): string | undefined {
   try {

@@ -1,0 +1,542 @@
+/**
+ * Reliable connections through rdma_cm.
+ *
+ * Client (connect):
+ *   1. create a cm id on the process's event channel;
+ *   2. rdma_resolve_addr → ADDR_RESOLVED; rdma_resolve_route → ROUTE_RESOLVED;
+ *   3. create PD, completion channel + CQ, RC QP; `prepare(conn)` registers
+ *      memory and posts receives before the peer can send;
+ *   4. rdma_connect with private data → ESTABLISHED (or REJECTED/UNREACHABLE/CONNECT_ERROR).
+ * Server (listen): bind + listen; each CONNECT_REQUEST becomes a
+ *   `ConnectionRequest` carrying the peer's private data; `accept()` runs
+ *   step 3 on the new id, rdma_accept → ESTABLISHED; `reject()` refuses it.
+ * Closure: DISCONNECTED (peer or local `close()`) settles every pending
+ *   operation (flush completions first, then ConnectionClosedError), then frees
+ *   in reverse order: memory regions, QP + CQ + PD, cm id.
+ *
+ * Work requests carry a 32-bit token. Bit 31 marks operations owned by this
+ * file's promises; bit 30 marks receives; the low 30 bits are the caller's.
+ *
+ * @module
+ */
+import type { Binding, Ptr } from "../../ffi/mod.ts";
+import { RECORD_SIZES } from "../../ffi/mod.ts";
+import { ConnectionClosedError, RdmaError, unwrap, WorkCompletionError } from "./errors.ts";
+import { type Access, MemoryRegion } from "./memory.ts";
+import { cString, create, fromCString, type Handle } from "./native.ts";
+import { CM, CM_EVENT_NAMES, type CmEvent, Progress } from "./progress.ts";
+
+const PROMISE_BIT = 0x80000000;
+const RECV_BIT = 0x40000000;
+const USER_MASK = 0x3fffffff;
+const SIGNALED = 1;
+
+export const OPCODE = { SEND: 0, RDMA_WRITE: 1, RDMA_READ: 2, RECV: 128, OTHER: 255 } as const;
+
+/** One completion, as handed to `onCompletion` for caller-owned tokens. */
+export interface Completion {
+  /** The caller's token (low 30 bits). */
+  token: number;
+  /** True for receives. */
+  recv: boolean;
+  /** ibv_wc_status; 0 is success. */
+  status: number;
+  opcode: number;
+  byteLength: number;
+  vendorErr: number;
+}
+
+export interface ConnectionOptions {
+  /** Send queue depth (sends, reads and writes in flight). @default 128 */
+  sendDepth?: number;
+  /** Receive queue depth. @default 128 */
+  recvDepth?: number;
+  /** Inline data size asked for; the device may grant more. @default 64 */
+  maxInline?: number;
+  /** Private data for the peer (connect: up to 56 bytes; accept: up to 196). */
+  privateData?: Uint8Array;
+  /**
+   * Called once resources exist and before the peer can send: register memory,
+   * post receives. What it returns, if anything, is sent as the private data
+   * (so a region's address and rkey can travel with the connection itself).
+   */
+  prepare?: (conn: RdmaConnection) => Uint8Array | void;
+}
+
+export interface ConnectOptions extends ConnectionOptions {
+  host: string;
+  port: number;
+  /** Address, route and connection timeout each. @default 5000 */
+  timeoutMs?: number;
+}
+
+export interface ListenOptions {
+  /** Local address to bind; must belong to an RDMA device's interface. */
+  host: string;
+  /** 0 picks a free port. @default 0 */
+  port?: number;
+  /** @default 64 */
+  backlog?: number;
+}
+
+type Pending = { resolve: (n: number) => void; reject: (e: Error) => void; op: string };
+
+function idAddress(shim: Binding, id: Ptr, remote: boolean): string {
+  const b = new Uint8Array(80);
+  shim.fn.shim_id_address(id, remote ? 1 : 0, b, b.length);
+  return fromCString(b);
+}
+
+function destroyId(shim: Binding, progress: Progress, id: Handle): void {
+  progress.offCmEvent(id.address);
+  shim.fn.shim_id_destroy(id.ptr);
+}
+
+/** An RC connection with its own PD, CQ and QP. */
+export class RdmaConnection {
+  readonly #progress: Progress;
+  readonly #shim: Binding;
+  readonly #id: Handle;
+  #conn: Handle | undefined;
+  readonly #regions = new Set<MemoryRegion>();
+  readonly #pending = new Map<number, Pending>();
+  readonly #ring: DataView;
+  readonly #ringCapacity: number;
+  #nextToken = 0;
+  #outstanding = 0;
+  #established = false;
+  #closing = false;
+  #resolveClosed!: (e: Error | undefined) => void;
+  readonly cqFd: number;
+  readonly qpNum: number;
+  /** Inline size granted: sends up to this size are copied into the work request. */
+  readonly maxInline: number;
+  readonly sendDepth: number;
+  readonly recvDepth: number;
+  /** Private data the peer sent with its request or acceptance. */
+  privateData: Uint8Array = new Uint8Array(0);
+  /** Resolves once the connection is closed and its resources freed: `undefined` for a local close. */
+  readonly closed: Promise<Error | undefined>;
+  /** Receives completions of caller-owned tokens (`post*`). */
+  onCompletion: ((c: Completion) => void) | undefined;
+
+  /** @internal use `connect()` or `ConnectionRequest.accept()`. */
+  constructor(progress: Progress, id: Handle, opts: ConnectionOptions) {
+    this.#progress = progress;
+    this.#shim = progress.shim;
+    this.#id = id;
+    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    const fn = this.#shim.fn;
+    this.#conn = create(this.#shim, "rdma_create_qp", (o) =>
+      fn.shim_conn_create(id.ptr, opts.sendDepth ?? 128, opts.recvDepth ?? 128, opts.maxInline ?? 64, o));
+    const info = new Uint8Array(RECORD_SIZES.connInfo);
+    fn.shim_conn_info(this.#conn.ptr, info);
+    const dv = new DataView(info.buffer);
+    this.#ringCapacity = dv.getUint32(8, true);
+    this.qpNum = dv.getUint32(12, true);
+    this.maxInline = dv.getUint32(16, true);
+    this.sendDepth = dv.getUint32(20, true);
+    this.recvDepth = dv.getUint32(24, true);
+    this.cqFd = dv.getInt32(28, true);
+    this.#ring = new DataView(this.#shim.view(dv.getBigUint64(0, true), this.#ringCapacity * RECORD_SIZES.wc));
+  }
+
+  get localAddress(): string {
+    return idAddress(this.#shim, this.#id.ptr, false);
+  }
+
+  get remoteAddress(): string {
+    return idAddress(this.#shim, this.#id.ptr, true);
+  }
+
+  get isClosed(): boolean {
+    return this.#closing;
+  }
+
+  /** Unsafe: the native `struct shim_conn *`, valid until close. */
+  get unsafeHandle(): Ptr {
+    return this.#live("unsafeHandle");
+  }
+
+  /** Registers `length` bytes of C-allocated memory on this connection's protection domain. */
+  registerMemory(length: number, access: Access): MemoryRegion {
+    const mr = new MemoryRegion(this.#shim, this.#live("registerMemory"), length, access, (m) => this.#regions.delete(m));
+    this.#regions.add(mr);
+    return mr;
+  }
+
+  // ---- caller-owned tokens: completions go to onCompletion ----------------
+
+  /** Posts a SEND of `mr[off, off+len)`. Inline when it fits. */
+  postSend(mr: MemoryRegion, off: number, len: number, token: number, signaled = true): void {
+    this.#post("ibv_post_send", signaled, () =>
+      this.#shim.fn.shim_post_send(this.#live("postSend"), mr.unsafeHandle, off, len, token & USER_MASK, signaled ? SIGNALED : 0));
+  }
+
+  postRecv(mr: MemoryRegion, off: number, len: number, token: number): void {
+    unwrap("ibv_post_recv", this.#shim.fn.shim_post_recv(this.#live("postRecv"), mr.unsafeHandle, off, len, (token & USER_MASK) | RECV_BIT));
+  }
+
+  /** Posts an RDMA READ of `len` bytes at the peer's `remote` address into `mr[off, ...)`. */
+  postRead(mr: MemoryRegion, off: number, len: number, remote: bigint, rkey: number, token: number): void {
+    this.#post("ibv_post_send(RDMA_READ)", true, () =>
+      this.#shim.fn.shim_post_read(this.#live("postRead"), mr.unsafeHandle, off, len, Number(remote >> 32n), Number(remote & 0xffffffffn), rkey >>> 0, token & USER_MASK, SIGNALED));
+  }
+
+  postWrite(mr: MemoryRegion, off: number, len: number, remote: bigint, rkey: number, token: number): void {
+    this.#post("ibv_post_send(RDMA_WRITE)", true, () =>
+      this.#shim.fn.shim_post_write(this.#live("postWrite"), mr.unsafeHandle, off, len, Number(remote >> 32n), Number(remote & 0xffffffffn), rkey >>> 0, token & USER_MASK, SIGNALED));
+  }
+
+  // ---- promise operations ---------------------------------------------------
+
+  /** Sends `mr[off, off+len)`; resolves on the send completion (the bytes are in the peer's memory). */
+  send(mr: MemoryRegion, off: number, len: number): Promise<void> {
+    return this.#promise("send", (t) =>
+      this.#post("ibv_post_send", true, () => this.#shim.fn.shim_post_send(this.#live("send"), mr.unsafeHandle, off, len, t, SIGNALED))).then(() => {});
+  }
+
+  /** Posts a receive into `mr[off, off+len)`; resolves with the received byte count. */
+  receive(mr: MemoryRegion, off: number, len: number): Promise<number> {
+    return this.#promise("receive", (t) =>
+      unwrap("ibv_post_recv", this.#shim.fn.shim_post_recv(this.#live("receive"), mr.unsafeHandle, off, len, t | RECV_BIT)));
+  }
+
+  /** RDMA READ of the peer's `remote`/`rkey` into `mr[off, off+len)`. */
+  read(mr: MemoryRegion, off: number, len: number, remote: bigint, rkey: number): Promise<void> {
+    return this.#promise("RDMA READ", (t) =>
+      this.#post("ibv_post_send(RDMA_READ)", true, () =>
+        this.#shim.fn.shim_post_read(this.#live("read"), mr.unsafeHandle, off, len, Number(remote >> 32n), Number(remote & 0xffffffffn), rkey >>> 0, t, SIGNALED))).then(() => {});
+  }
+
+  /** RDMA WRITE of `mr[off, off+len)` to the peer's `remote`/`rkey`. */
+  write(mr: MemoryRegion, off: number, len: number, remote: bigint, rkey: number): Promise<void> {
+    return this.#promise("RDMA WRITE", (t) =>
+      this.#post("ibv_post_send(RDMA_WRITE)", true, () =>
+        this.#shim.fn.shim_post_write(this.#live("write"), mr.unsafeHandle, off, len, Number(remote >> 32n), Number(remote & 0xffffffffn), rkey >>> 0, t, SIGNALED))).then(() => {});
+  }
+
+  /**
+   * Disconnects, settles every pending operation and frees memory regions, QP,
+   * CQ, PD and the cm id. Idempotent; returns `closed`.
+   */
+  close(reason?: Error): Promise<Error | undefined> {
+    if (this.#closing) return this.closed;
+    this.#closing = true;
+    const shim = this.#shim;
+    const conn = this.#conn!;
+    if (this.#established) shim.fn.shim_id_disconnect(this.#id.ptr);
+    this.#established = false;
+    // Flush completions are normal here: collect what the QP already reported, then fail the rest.
+    this.poll();
+    const err = reason ?? new ConnectionClosedError("connection closed");
+    for (const p of this.#pending.values()) p.reject(new ConnectionClosedError(`${p.op} did not complete: ${err.message}`, { cause: err }));
+    this.#pending.clear();
+    this.#outstanding = 0;
+    this.#progress.remove(this);
+    for (const mr of [...this.#regions]) mr.close();
+    this.#conn = undefined;
+    unwrap("shim_conn_destroy", shim.fn.shim_conn_destroy(conn.ptr));
+    destroyId(shim, this.#progress, this.#id);
+    this.#progress.release();
+    this.#resolveClosed(reason);
+    return this.closed;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close().then(() => {});
+  }
+
+  // ---- progress interface -----------------------------------------------------
+
+  /** @internal */
+  busy(): boolean {
+    return this.#outstanding > 0;
+  }
+
+  /** @internal */
+  arm(): void {
+    if (this.#conn) this.#shim.fn.shim_arm(this.#conn.ptr);
+  }
+
+  /** @internal */
+  ackEvents(): void {
+    if (this.#conn) this.#shim.fn.shim_ack_events(this.#conn.ptr);
+  }
+
+  /** @internal Polls in batches and dispatches; returns completions handled. */
+  poll(): number {
+    let total = 0;
+    const r = this.#ring;
+    for (;;) {
+      if (!this.#conn) return total;
+      const n = this.#shim.fn.shim_poll(this.#conn.ptr, this.#ringCapacity);
+      if (n <= 0) return total;
+      let fatal: WorkCompletionError | undefined;
+      for (let i = 0; i < n; i++) {
+        const o = i * 32;
+        const token = r.getUint32(o, true);
+        const status = r.getUint32(o + 8, true);
+        const opcode = r.getUint32(o + 12, true);
+        const byteLength = r.getUint32(o + 16, true);
+        const vendorErr = r.getUint32(o + 28, true);
+        const recv = (token & RECV_BIT) !== 0;
+        if (!recv) this.#outstanding--;
+        if ((token & PROMISE_BIT) !== 0) {
+          const p = this.#pending.get(token);
+          if (!p) continue;
+          this.#pending.delete(token);
+          if (status === 0) p.resolve(byteLength);
+          else {
+            const e = new WorkCompletionError(p.op, status, vendorErr);
+            if (status !== 5) fatal ??= e;
+            p.reject(e);
+          }
+        } else if (this.onCompletion) {
+          this.onCompletion({ token: token & USER_MASK, recv, status, opcode, byteLength, vendorErr });
+          if (status !== 0 && status !== 5) fatal ??= new WorkCompletionError(recv ? "receive" : "work request", status, vendorErr);
+        }
+      }
+      total += n;
+      // An error completion moves an RC queue pair to the error state: the connection is over.
+      if (fatal && !this.#closing) {
+        this.close(new ConnectionClosedError(`connection failed: ${fatal.message}`, { cause: fatal }));
+        return total;
+      }
+      if (n < this.#ringCapacity) return total;
+    }
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  #live(op: string): Ptr {
+    if (this.#closing || !this.#conn) throw new ConnectionClosedError(`${op} on a closed connection`);
+    return this.#conn.ptr;
+  }
+
+  #post(op: string, signaled: boolean, call: () => number): void {
+    unwrap(op, call());
+    if (signaled) {
+      this.#outstanding++;
+      this.#progress.kick();
+    }
+  }
+
+  #promise(op: string, post: (token: number) => void): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const token = (PROMISE_BIT | (this.#nextToken++ & USER_MASK)) >>> 0;
+      this.#pending.set(token, { resolve, reject, op });
+      try {
+        post(token);
+      } catch (e) {
+        this.#pending.delete(token);
+        reject(e);
+      }
+    });
+  }
+
+  /** @internal */
+  markEstablished(pdata: Uint8Array): void {
+    this.#established = true;
+    if (pdata.length) this.privateData = pdata;
+    this.#progress.onCmEvent(this.#id.address, (ev) => this.#onCmEvent(ev));
+    this.#progress.add(this);
+  }
+
+  #onCmEvent(ev: CmEvent): void {
+    if (ev.type === CM.DISCONNECTED || ev.type === CM.DEVICE_REMOVAL) {
+      this.#established = false;
+      this.close(new ConnectionClosedError(ev.type === CM.DISCONNECTED ? "peer disconnected" : "RDMA device removed"));
+    }
+  }
+}
+
+/** Waits for the next CM event of `id`, or rejects after `timeoutMs`. */
+function nextEvent(progress: Progress, id: Handle, what: string, timeoutMs: number): Promise<CmEvent> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      progress.offCmEvent(id.address);
+      reject(new RdmaError(what, 110, `no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    progress.onCmEvent(id.address, (ev) => {
+      clearTimeout(timer);
+      progress.offCmEvent(id.address);
+      resolve(ev);
+    });
+    progress.kick();
+  });
+}
+
+function expect(ev: CmEvent, type: number, what: string, target: string): void {
+  if (ev.type === type) return;
+  const name = CM_EVENT_NAMES[ev.type] ?? `event ${ev.type}`;
+  if (ev.type === CM.REJECTED) {
+    throw new RdmaError(what, 111, `${target} rejected the connection (${name}, status ${ev.status}): nobody listening on that port, or the listener refused`);
+  }
+  throw new RdmaError(what, ev.status || 5, `${target}: ${name} (status ${ev.status})`);
+}
+
+/** Connects to an rdma_cm listener. */
+export async function connect(opts: ConnectOptions): Promise<RdmaConnection> {
+  const progress = await Progress.get();
+  const shim = progress.shim;
+  const timeout = opts.timeoutMs ?? 5000;
+  const target = `${opts.host}:${opts.port}`;
+  progress.retain();
+  const id = create(shim, "rdma_create_id", (o) => shim.fn.shim_id_create(progress.channel.ptr, o));
+  let conn: RdmaConnection | undefined;
+  try {
+    let ev = nextEvent(progress, id, "rdma_resolve_addr", timeout);
+    unwrap(`rdma_resolve_addr(${target})`, shim.fn.shim_id_resolve_addr(id.ptr, cString(opts.host), opts.port, timeout));
+    expect(await ev, CM.ADDR_RESOLVED, `rdma_resolve_addr(${target})`, target);
+    ev = nextEvent(progress, id, "rdma_resolve_route", timeout);
+    unwrap("rdma_resolve_route", shim.fn.shim_id_resolve_route(id.ptr, timeout));
+    expect(await ev, CM.ROUTE_RESOLVED, `rdma_resolve_route(${target})`, target);
+    conn = new RdmaConnection(progress, id, opts);
+    const pd = opts.prepare?.(conn) ?? opts.privateData ?? new Uint8Array(0);
+    if (pd.length > 56) throw new RangeError(`private data must be at most 56 bytes on connect: got ${pd.length}`);
+    ev = nextEvent(progress, id, "rdma_connect", timeout);
+    unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length));
+    const done = await ev;
+    expect(done, CM.ESTABLISHED, `rdma_connect(${target})`, target);
+    conn.markEstablished(done.privateData);
+    return conn;
+  } catch (e) {
+    if (conn) await conn.close(e as Error);
+    else {
+      destroyId(shim, progress, id);
+      progress.release();
+    }
+    throw e;
+  }
+}
+
+/** An incoming connection request, carrying the peer's private data. */
+export class ConnectionRequest {
+  readonly #progress: Progress;
+  readonly #id: Handle;
+  #settled = false;
+  readonly privateData: Uint8Array;
+
+  /** @internal */
+  constructor(progress: Progress, id: Handle, privateData: Uint8Array) {
+    this.#progress = progress;
+    this.#id = id;
+    this.privateData = privateData;
+  }
+
+  get remoteAddress(): string {
+    return idAddress(this.#progress.shim, this.#id.ptr, true);
+  }
+
+  /** Creates the connection's resources, runs `prepare`, accepts, and resolves once established. */
+  async accept(opts: ConnectionOptions & { timeoutMs?: number } = {}): Promise<RdmaConnection> {
+    if (this.#settled) throw new Error("connection request already accepted or rejected");
+    this.#settled = true;
+    const progress = this.#progress;
+    const shim = progress.shim;
+    progress.retain();
+    let conn: RdmaConnection | undefined;
+    try {
+      conn = new RdmaConnection(progress, this.#id, opts);
+      conn.privateData = this.privateData;
+      const pd = opts.prepare?.(conn) ?? opts.privateData ?? new Uint8Array(0);
+      if (pd.length > 196) throw new RangeError(`private data must be at most 196 bytes on accept: got ${pd.length}`);
+      const ev = nextEvent(progress, this.#id, "rdma_accept", opts.timeoutMs ?? 5000);
+      unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length));
+      expect(await ev, CM.ESTABLISHED, "rdma_accept", this.remoteAddress);
+      conn.markEstablished(new Uint8Array(0));
+      return conn;
+    } catch (e) {
+      if (conn) await conn.close(e as Error);
+      else {
+        destroyId(shim, progress, this.#id);
+        progress.release();
+      }
+      throw e;
+    }
+  }
+
+  /** Refuses the request; the peer's connect fails with REJECTED. */
+  reject(privateData: Uint8Array = new Uint8Array(0)): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    const shim = this.#progress.shim;
+    shim.fn.shim_id_reject(this.#id.ptr, privateData, privateData.length);
+    destroyId(shim, this.#progress, this.#id);
+  }
+}
+
+/** A bound rdma_cm listener; iterate it for connection requests. */
+export class RdmaListener implements AsyncIterable<ConnectionRequest> {
+  readonly #progress: Progress;
+  readonly #id: Handle;
+  readonly #queue: ConnectionRequest[] = [];
+  readonly #waiters: ((r: IteratorResult<ConnectionRequest>) => void)[] = [];
+  #closed = false;
+  readonly address: { host: string; port: number };
+
+  /** @internal use `listen()`. */
+  constructor(progress: Progress, id: Handle, host: string) {
+    this.#progress = progress;
+    this.#id = id;
+    const local = idAddress(progress.shim, id.ptr, false);
+    this.address = { host, port: Number(local.slice(local.lastIndexOf(":") + 1)) };
+    progress.onCmEvent(id.address, (ev) => {
+      if (ev.type !== CM.CONNECT_REQUEST) return;
+      const req = new ConnectionRequest(progress, { ptr: progress.shim.pointer(ev.id), address: ev.id }, ev.privateData);
+      if (this.#closed) return req.reject();
+      const w = this.#waiters.shift();
+      if (w) w({ value: req, done: false });
+      else this.#queue.push(req);
+    });
+  }
+
+  /** The next connection request, or `undefined` once closed. */
+  async next(): Promise<ConnectionRequest | undefined> {
+    const r = await this[Symbol.asyncIterator]().next();
+    return r.done ? undefined : r.value;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ConnectionRequest> {
+    return {
+      next: () => {
+        const q = this.#queue.shift();
+        if (q) return Promise.resolve({ value: q, done: false });
+        if (this.#closed) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((r) => this.#waiters.push(r));
+      },
+      return: () => Promise.resolve({ value: undefined, done: true }),
+    };
+  }
+
+  /** Stops listening; queued requests are rejected. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    for (const r of this.#queue.splice(0)) r.reject();
+    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+    destroyId(this.#progress.shim, this.#progress, this.#id);
+    this.#progress.release();
+    return Promise.resolve();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** Binds and listens on `host:port` (port 0 picks one). */
+export async function listen(opts: ListenOptions): Promise<RdmaListener> {
+  const progress = await Progress.get();
+  const shim = progress.shim;
+  const id = create(shim, "rdma_create_id", (o) => shim.fn.shim_id_create(progress.channel.ptr, o));
+  try {
+    unwrap(`rdma_bind_addr/rdma_listen(${opts.host}:${opts.port ?? 0})`, shim.fn.shim_id_bind_listen(id.ptr, cString(opts.host), opts.port ?? 0, opts.backlog ?? 64));
+  } catch (e) {
+    destroyId(shim, progress, id);
+    throw e;
+  }
+  progress.retain();
+  return new RdmaListener(progress, id, opts.host);
+}

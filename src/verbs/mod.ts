@@ -1,0 +1,13 @@
+/**
+ * Verbs objects over the shim: devices, connections through rdma_cm,
+ * registered memory regions, post operations and completion polling.
+ *
+ * @module
+ */
+export { devices, hasActiveDevice } from "./device.ts";
+export type { DeviceInfo, PortInfo, PortState } from "./device.ts";
+export { connect, ConnectionRequest, listen, OPCODE, RdmaConnection, RdmaListener } from "./connection.ts";
+export type { Completion, ConnectionOptions, ConnectOptions, ListenOptions } from "./connection.ts";
+export { MemoryRegion } from "./memory.ts";
+export type { Access } from "./memory.ts";
+export { ConnectionClosedError, errnoName, RdmaError, WC_STATUS_NAMES, WorkCompletionError } from "./errors.ts";
