@@ -1,0 +1,191 @@
+/**
+ * RMI frames: the bytes of one call or one reply, carried as one socket
+ * message (the socket preserves message boundaries, so a frame is never split).
+ *
+ * Layout, all integers big-endian, a fixed 12-byte header then two fields:
+ *
+ * ```
+ * CALL  (kind 0x01)
+ *   off  size  field
+ *   0    u8    kind      0x01
+ *   1    u8    ack       0 none | 1 transport | 2 applied (2 asks for a REPLY)
+ *   2    u16   nameLen   1..255, bytes of the method name
+ *   4    u32   callId    chosen by the caller, echoed in the REPLY
+ *   8    u32   argsLen   bytes of encoded arguments
+ *   12   ..    name      UTF-8, nameLen bytes
+ *   12+n ..    args      argsLen bytes (ValueCodec output)
+ *
+ * REPLY (kind 0x02 ok, 0x03 error)
+ *   0    u8    kind      0x02 | 0x03
+ *   1    u8    zero
+ *   2    u16   zero
+ *   4    u32   callId    of the CALL this answers
+ *   8    u32   bodyLen
+ *   12   ..    body      ok: encoded result; error: UTF-8 error text
+ * ```
+ *
+ * Decoding checks every length against the frame before reading: the frame's
+ * total length must be exactly `12 + nameLen + argsLen` (or `12 + bodyLen`).
+ *
+ * @module
+ */
+
+import type { AckMode } from "./types.ts";
+
+export const FRAME_HEADER_BYTES = 12;
+export const MAX_METHOD_NAME_BYTES = 255;
+
+/** Frame kinds (byte 0). */
+export const FrameKind = {
+  Call: 0x01,
+  ReplyOk: 0x02,
+  ReplyError: 0x03,
+} as const;
+
+const ACK_CODES: Record<AckMode, number> = { none: 0, transport: 1, applied: 2 };
+const ACK_MODES: AckMode[] = ["none", "transport", "applied"];
+
+/** A decoded CALL frame. `args` is a view into the frame bytes. */
+export interface CallFrame {
+  kind: "call";
+  ack: AckMode;
+  callId: number;
+  method: string;
+  args: Uint8Array;
+}
+
+/** A decoded REPLY frame. `body` is a view into the frame bytes. */
+export interface ReplyFrame {
+  kind: "reply";
+  ok: boolean;
+  callId: number;
+  body: Uint8Array;
+}
+
+export type Frame = CallFrame | ReplyFrame;
+
+/** A frame that breaks the layout above; the message says which rule and the bad value. */
+export class RmiFrameError extends Error {
+  override name = "RmiFrameError";
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Builds a CALL frame. Throws `RangeError` for a bad method name or call id. */
+export function encodeCall(
+  callId: number,
+  method: string,
+  ack: AckMode,
+  args: Uint8Array,
+): Uint8Array {
+  const name = encoder.encode(method);
+  if (name.byteLength < 1 || name.byteLength > MAX_METHOD_NAME_BYTES) {
+    throw new RangeError(
+      `RMI method name must be 1..${MAX_METHOD_NAME_BYTES} bytes of UTF-8: got ${name.byteLength} ('${method}')`,
+    );
+  }
+  checkU32("callId", callId);
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + name.byteLength + args.byteLength);
+  const view = new DataView(frame.buffer);
+  view.setUint8(0, FrameKind.Call);
+  view.setUint8(1, ACK_CODES[ack]);
+  view.setUint16(2, name.byteLength);
+  view.setUint32(4, callId);
+  view.setUint32(8, args.byteLength);
+  frame.set(name, FRAME_HEADER_BYTES);
+  frame.set(args, FRAME_HEADER_BYTES + name.byteLength);
+  return frame;
+}
+
+/** Builds a REPLY frame: `ok` with an encoded result, or an error with its text. */
+export function encodeReply(callId: number, ok: boolean, body: Uint8Array): Uint8Array {
+  checkU32("callId", callId);
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
+  const view = new DataView(frame.buffer);
+  view.setUint8(0, ok ? FrameKind.ReplyOk : FrameKind.ReplyError);
+  view.setUint32(4, callId);
+  view.setUint32(8, body.byteLength);
+  frame.set(body, FRAME_HEADER_BYTES);
+  return frame;
+}
+
+/** Builds an error REPLY from a message text. */
+export function encodeErrorReply(callId: number, message: string): Uint8Array {
+  return encodeReply(callId, false, encoder.encode(message));
+}
+
+/** Decodes the text of an error REPLY body (lenient: bad UTF-8 is replaced). */
+export function decodeErrorText(body: Uint8Array): string {
+  return new TextDecoder().decode(body);
+}
+
+/**
+ * Decodes one frame. Every field is bounds-checked; any violation throws
+ * `RmiFrameError` naming the rule and the value. Returned byte fields are
+ * views into `bytes`: copy or decode them before the message is released.
+ */
+export function decodeFrame(bytes: Uint8Array): Frame {
+  if (bytes.byteLength < FRAME_HEADER_BYTES) {
+    throw new RmiFrameError(
+      `RMI frame must be at least ${FRAME_HEADER_BYTES} bytes: got ${bytes.byteLength}`,
+    );
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const kind = view.getUint8(0);
+  const callId = view.getUint32(4);
+  const bodyLen = view.getUint32(8);
+  if (kind === FrameKind.Call) {
+    const ackCode = view.getUint8(1);
+    const ack = ACK_MODES[ackCode];
+    if (ack === undefined) {
+      throw new RmiFrameError(`RMI call ack code must be 0, 1 or 2: got ${ackCode}`);
+    }
+    const nameLen = view.getUint16(2);
+    if (nameLen < 1 || nameLen > MAX_METHOD_NAME_BYTES) {
+      throw new RmiFrameError(
+        `RMI call method name length must be 1..${MAX_METHOD_NAME_BYTES}: got ${nameLen}`,
+      );
+    }
+    const expected = FRAME_HEADER_BYTES + nameLen + bodyLen;
+    if (expected !== bytes.byteLength) {
+      throw new RmiFrameError(
+        `RMI call frame length must be 12 + nameLen ${nameLen} + argsLen ${bodyLen} = ${expected}: got ${bytes.byteLength}`,
+      );
+    }
+    let method: string;
+    try {
+      method = decoder.decode(bytes.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + nameLen));
+    } catch {
+      throw new RmiFrameError("RMI call method name is not valid UTF-8");
+    }
+    const args = bytes.subarray(FRAME_HEADER_BYTES + nameLen);
+    return { kind: "call", ack, callId, method, args };
+  }
+  if (kind === FrameKind.ReplyOk || kind === FrameKind.ReplyError) {
+    if (view.getUint8(1) !== 0 || view.getUint16(2) !== 0) {
+      throw new RmiFrameError("RMI reply reserved bytes 1..3 must be zero");
+    }
+    const expected = FRAME_HEADER_BYTES + bodyLen;
+    if (expected !== bytes.byteLength) {
+      throw new RmiFrameError(
+        `RMI reply frame length must be 12 + bodyLen ${bodyLen} = ${expected}: got ${bytes.byteLength}`,
+      );
+    }
+    return {
+      kind: "reply",
+      ok: kind === FrameKind.ReplyOk,
+      callId,
+      body: bytes.subarray(FRAME_HEADER_BYTES),
+    };
+  }
+  throw new RmiFrameError(
+    `RMI frame kind must be 0x01 (call), 0x02 or 0x03 (reply): got 0x${kind.toString(16).padStart(2, "0")}`,
+  );
+}
+
+function checkU32(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
+    throw new RangeError(`'${name}' must be an unsigned 32-bit integer: got ${value}`);
+  }
+}

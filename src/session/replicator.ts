@@ -1,0 +1,194 @@
+/**
+ * `Replicator`: sends a primary's updates to the session's secondary over
+ * one-way RMI (method `replicate`) and says how far each got.
+ *
+ * Delta or snapshot: the replicator remembers, per connection, the version of
+ * each session it last sent. A delta goes out only if its base is exactly
+ * that version on that same connection (the socket keeps order and a broken
+ * connection is a new endpoint, so the secondary then holds the base);
+ * otherwise it sends the whole session. As a second line, the secondary
+ * answers `need-snapshot` (in `applied` mode, to this replicator; in the other
+ * modes by calling `resync` back on the primary, see the cluster).
+ *
+ * The request path waits at most `boundMs` for the chosen ack mode: a stalled
+ * secondary cannot hold a response longer than that.
+ *
+ * @module
+ */
+
+import type { RmiEndpoint } from "../rmi/endpoint.ts";
+import type { AckMode, RmiLogger } from "../rmi/types.ts";
+import { LatencyRecorder, type LatencySummary } from "./latency.ts";
+import type { SessionStore } from "./store.ts";
+import type { ApplyResult, ReplicationUpdate } from "./types.ts";
+
+/** The RMI method a secondary exposes for updates. */
+export const REPLICATE_METHOD = "replicate";
+
+/**
+ * How far a replication got before the request path stopped waiting:
+ * - `none`: sent, not waited for (ack mode `none`);
+ * - `transport`: the bytes are in the secondary's memory;
+ * - `applied`: the secondary applied it;
+ * - `timeout`: the bound passed first (the send goes on in the background);
+ * - `failed`: the connection failed or the secondary refused it;
+ * - `no-secondary`: no live peer to replicate to.
+ */
+export type ReplicationOutcome = "none" | "transport" | "applied" | "timeout" | "failed" | "no-secondary";
+
+/** Counters and latencies of a replicator. */
+export interface ReplicatorStats {
+  outcomes: Record<ReplicationOutcome, number>;
+  deltas: number;
+  snapshots: number;
+  tombstones: number;
+  /** Latency to the ack, per ack mode (`transport` and `applied`). */
+  latency: Partial<Record<AckMode, LatencySummary>>;
+}
+
+/** Options of `Replicator`. */
+export interface ReplicatorOptions {
+  store: SessionStore;
+  /** The live RMI endpoint to a peer, or `undefined` when it is down. */
+  endpointFor(peer: string): RmiEndpoint | undefined;
+  /** @default console */
+  logger?: RmiLogger;
+}
+
+type Sent = Map<string, { epoch: number; version: number }>;
+
+export class Replicator {
+  #store: SessionStore;
+  #endpointFor: (peer: string) => RmiEndpoint | undefined;
+  #logger: RmiLogger;
+  #sent = new WeakMap<RmiEndpoint, Sent>();
+  #latency = new Map<AckMode, LatencyRecorder>();
+  #stats = {
+    outcomes: { none: 0, transport: 0, applied: 0, timeout: 0, failed: 0, "no-secondary": 0 } as Record<
+      ReplicationOutcome,
+      number
+    >,
+    deltas: 0,
+    snapshots: 0,
+    tombstones: 0,
+  };
+
+  constructor(options: ReplicatorOptions) {
+    this.#store = options.store;
+    this.#endpointFor = options.endpointFor;
+    this.#logger = options.logger ?? console;
+  }
+
+  stats(): ReplicatorStats {
+    const latency: Partial<Record<AckMode, LatencySummary>> = {};
+    for (const [mode, recorder] of this.#latency) latency[mode] = recorder.summary();
+    return { ...this.#stats, outcomes: { ...this.#stats.outcomes }, latency };
+  }
+
+  /**
+   * Sends `update` to `secondary` and waits per `ack`, at most `boundMs`.
+   * Must be called in the same turn as the store change that produced the
+   * update (the snapshot fallback reads the store). Never rejects.
+   */
+  replicate(
+    update: ReplicationUpdate,
+    secondary: string | undefined,
+    ack: AckMode,
+    boundMs: number,
+  ): Promise<ReplicationOutcome> {
+    const endpoint = secondary === undefined ? undefined : this.#endpointFor(secondary);
+    if (endpoint === undefined || endpoint.isClosed) return Promise.resolve(this.#count("no-secondary"));
+    const started = performance.now();
+    const work = this.#send(endpoint, update, ack).then(
+      (outcome) => {
+        if (outcome === "transport" || outcome === "applied") this.#recorder(ack).record(performance.now() - started);
+        return outcome;
+      },
+      (error) => {
+        this.#forget(endpoint, update.id);
+        this.#logger.warn(`replication of session '${update.id}' to '${secondary}' failed: ${messageOf(error)}`);
+        return "failed" as const;
+      },
+    );
+    if (ack === "none") {
+      work.then((o) => o === "failed" && this.#count("failed"));
+      return Promise.resolve(this.#count("none"));
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<ReplicationOutcome>((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), boundMs);
+    });
+    return Promise.race([work, bound]).then((outcome) => {
+      clearTimeout(timer);
+      return this.#count(outcome);
+    });
+  }
+
+  /** Sends the whole session (used on takeover, re-replication and `resync`). */
+  replicateSnapshot(id: string, secondary: string | undefined, ack: AckMode, boundMs: number): Promise<ReplicationOutcome> {
+    const snapshot = this.#store.snapshot(id);
+    if (snapshot === undefined) return Promise.resolve(this.#count("failed"));
+    if (secondary !== undefined) {
+      const endpoint = this.#endpointFor(secondary);
+      if (endpoint) this.#forget(endpoint, id);
+    }
+    return this.replicate(snapshot, secondary, ack, boundMs);
+  }
+
+  async #send(endpoint: RmiEndpoint, update: ReplicationUpdate, ack: AckMode): Promise<ReplicationOutcome> {
+    const sent = this.#sentOn(endpoint);
+    let message: ReplicationUpdate = update;
+    if (update.kind === "delta") {
+      const last = sent.get(update.id);
+      if (last === undefined || last.epoch !== update.epoch || last.version !== update.base) {
+        message = this.#store.snapshot(update.id) ?? update;
+      }
+    }
+    if (message.kind === "tombstone") sent.delete(message.id);
+    else sent.set(message.id, { epoch: message.epoch, version: message.version });
+    this.#stats[message.kind === "delta" ? "deltas" : message.kind === "snapshot" ? "snapshots" : "tombstones"]++;
+    const result = await endpoint.call(REPLICATE_METHOD, message, { ack });
+    if (ack !== "applied") return ack;
+    if (result === "need-snapshot" && message.kind === "delta") {
+      const snapshot = this.#store.snapshot(update.id);
+      if (snapshot === undefined) return "failed";
+      sent.set(snapshot.id, { epoch: snapshot.epoch, version: snapshot.version });
+      this.#stats.snapshots++;
+      const second = await endpoint.call(REPLICATE_METHOD, snapshot, { ack });
+      return second === "applied" || second === "stale" ? "applied" : "failed";
+    }
+    // `stale` means the secondary already holds this version or newer: the data is there.
+    return (result as ApplyResult) === "applied" || result === "stale" ? "applied" : "failed";
+  }
+
+  #sentOn(endpoint: RmiEndpoint): Sent {
+    let sent = this.#sent.get(endpoint);
+    if (sent === undefined) {
+      sent = new Map();
+      this.#sent.set(endpoint, sent);
+    }
+    return sent;
+  }
+
+  #forget(endpoint: RmiEndpoint, id: string): void {
+    this.#sent.get(endpoint)?.delete(id);
+  }
+
+  #recorder(ack: AckMode): LatencyRecorder {
+    let recorder = this.#latency.get(ack);
+    if (recorder === undefined) {
+      recorder = new LatencyRecorder();
+      this.#latency.set(ack, recorder);
+    }
+    return recorder;
+  }
+
+  #count(outcome: ReplicationOutcome): ReplicationOutcome {
+    this.#stats.outcomes[outcome]++;
+    return outcome;
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
