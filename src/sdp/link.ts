@@ -1,0 +1,174 @@
+/**
+ * The interface between an SDP socket and a transport: a **link**.
+ *
+ * A link moves opaque *frames* (already encoded by `wire.ts`) and, where it
+ * can, performs RDMA READs. It knows nothing of credits, sequence numbers or
+ * messages: the engine (`engine.ts`) decides what to send and when, and the
+ * socket (`socket.ts`) drives the engine with the link's events. The same
+ * shape is implemented three times: `rdma_link.ts` (verbs), `../tcp/link.ts`
+ * (node:net) and `loopback.ts` (in process, with fault injection).
+ *
+ * The model is the verbs one, so that the RDMA link maps onto it one to one:
+ *
+ * 1. **Receive ring.** `recvBufferCount` buffers of `recvBufferSize` bytes each,
+ *    all posted by the link before `start()` returns. A frame arrives in one
+ *    buffer and is handed over as `events.frame(view, bufferIndex)`; `view`
+ *    is a `Uint8Array` over that buffer (`view.length` = bytes received). The
+ *    buffer stays owned by the socket until it calls `repost(bufferIndex)`;
+ *    until then the link must not reuse it. (A bcopy message delivered to the
+ *    application keeps its buffer until the application releases it.)
+ * 2. **Send slots.** `sendSlots` slots of `sendSlotSize` bytes. The socket
+ *    encodes a frame directly into `sendSlot(i)` and calls
+ *    `postSend(i, length)`; the slot is busy until `events.sendDone(i)` or
+ *    `events.sendFailed(i, err)`. The socket never posts a busy slot. When
+ *    `capabilities.sendCompletionMeansDelivered` is true (RC verbs), a
+ *    `sendDone` means the bytes are in the peer's receive buffer; when false
+ *    (TCP), it only means the slot may be reused, and delivery is learnt from
+ *    the peer's `mseq_ack`.
+ * 3. **Zero copy** (only when `capabilities.zcopy`). `source` is a registered
+ *    region the peer may RDMA READ (remote read access): the socket copies or
+ *    serializes a message into it and advertises `{addr + offset, rkey, len}`
+ *    in a SrcAvail. `sink` is a registered region (local write) into which
+ *    `postRead(token, sinkOffset, length, remoteAddr, rkey)` reads the peer's
+ *    bytes; completion is `events.readDone(token)` or
+ *    `events.readFailed(token, err)` where `err.message` names the work
+ *    completion status (for example "remote access error"). The socket
+ *    allocates space inside both regions itself; the link only exposes them.
+ *    Both are at least `maxMessageSize` bytes long.
+ *
+ * Rules every link obeys:
+ * - Events are delivered asynchronously: never from inside a call the socket
+ *   made on the link (no re-entrancy). They may arrive batched, and
+ *   completions of different kinds may interleave in any order, but frames
+ *   arrive in the order the peer posted them, and completions of `postSend`
+ *   arrive in posting order (an RC queue pair guarantees both).
+ * - `close(err?)` is idempotent. After it, or after the link reports
+ *   `closed` by itself (peer gone, transport error), the link delivers no event
+ *   other than exactly one `closed(err)`; every operation still outstanding is
+ *   implicitly failed. `closed(undefined)` means a local `close()` without an
+ *   error; otherwise `err` says what happened (peer disconnected, reset...).
+ * - Views of `source`, `sink`, the send slots and the receive buffers are made
+ *   once. After `closed`, memory may be freed and views detached (length 0).
+ * - No memory registration and no allocation per frame on the data path.
+ *
+ * @module
+ */
+import type { TransportKind } from "./types.ts";
+
+/** A registered memory region as the socket sees it. */
+export interface RegisteredRegion {
+  /** View of the whole region, made once at registration. */
+  readonly bytes: Uint8Array;
+  /** Address of `bytes[0]` as the peer names it in an RDMA READ. */
+  readonly addr: bigint;
+  /** Remote key the peer presents (source) or local key (sink; informative only). */
+  readonly rkey: number;
+}
+
+/** What a link can do, fixed at connect time. */
+export interface LinkCapabilities {
+  /** `source`, `sink` and `postRead` are available (RDMA, loopback). */
+  readonly zcopy: boolean;
+  /** Bytes in each receive buffer: the largest frame this side can receive. */
+  readonly recvBufferSize: number;
+  /** Receive buffers posted at start (the initial credit granted to the peer). */
+  readonly recvBufferCount: number;
+  /** Number of send slots. */
+  readonly sendSlots: number;
+  /** Bytes in each send slot: the largest frame this side can send. */
+  readonly sendSlotSize: number;
+  /** Largest message this link can carry in one zcopy transfer (size of `source` and `sink`). */
+  readonly maxMessageSize: number;
+  /** `sendDone` means the frame is in the peer's memory (RC verbs, loopback), not just handed on (TCP). */
+  readonly sendCompletionMeansDelivered: boolean;
+}
+
+/** The events a link delivers to its one handler (the socket). */
+export interface LinkEvents {
+  /** A frame arrived in receive buffer `bufferIndex`; `view` is valid until `repost(bufferIndex)`. */
+  frame(view: Uint8Array, bufferIndex: number): void;
+  /** The send posted from `slot` completed; the slot is free. */
+  sendDone(slot: number): void;
+  /** The send posted from `slot` failed; the slot is free; the link will close. */
+  sendFailed(slot: number, error: Error): void;
+  /** The RDMA READ posted with `token` completed: the bytes are in the sink. */
+  readDone(token: number): void;
+  /** The RDMA READ posted with `token` failed; `error.message` names the status. */
+  readFailed(token: number, error: Error): void;
+  /** The link is closed (exactly once); `undefined` for a local orderly close. */
+  closed(error: Error | undefined): void;
+}
+
+/** One connected link. */
+export interface Link {
+  readonly transport: TransportKind;
+  /** Human-readable peer address, e.g. "192.0.2.1:7471". */
+  readonly remoteAddress: string;
+  readonly capabilities: LinkCapabilities;
+  /** Registered region the peer may READ (zcopy links only). */
+  readonly source: RegisteredRegion | undefined;
+  /** Registered region RDMA READs land in (zcopy links only). */
+  readonly sink: RegisteredRegion | undefined;
+  /** Starts event delivery to `events`. Called once, right after connect/accept. */
+  start(events: LinkEvents): void;
+  /** The writable view of send slot `slot` (`sendSlotSize` bytes), made once. */
+  sendSlot(slot: number): Uint8Array;
+  /** Posts `length` bytes of send slot `slot` as one frame. */
+  postSend(slot: number, length: number): void;
+  /** Gives receive buffer `bufferIndex` back to the link (posts it again). */
+  repost(bufferIndex: number): void;
+  /** RDMA READ of `length` bytes at `remoteAddr`/`rkey` into `sink.bytes[sinkOffset..]`. */
+  postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void;
+  /** Tears the link down (idempotent); `closed` follows once. */
+  close(error?: Error): void;
+}
+
+/** Sizes a socket asks of a link (the link may round them; it reports what it got in `capabilities`). */
+export interface LinkSizes {
+  /** @default 65536 */
+  recvBufferSize?: number;
+  /** @default 64 */
+  recvBufferCount?: number;
+  /** @default 64 */
+  sendSlots?: number;
+  /** @default 16777216 */
+  maxMessageSize?: number;
+}
+
+/** Options of `connectLink`. */
+export interface LinkConnectOptions extends LinkSizes {
+  host: string;
+  port: number;
+  /** Connection establishment timeout. @default 5000 */
+  timeoutMs?: number;
+}
+
+/** Options of `listenLinks`. */
+export interface LinkListenOptions extends LinkSizes {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+}
+
+/** Accepted links, as a listener yields them. */
+export interface LinkListener extends AsyncIterable<Link> {
+  readonly address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+/**
+ * What a transport module (`rdma_link.ts`, `../tcp/link.ts`) exports, so that
+ * `mod.ts` can load it with a dynamic `import()`.
+ */
+export interface LinkTransportModule {
+  connectLink(options: LinkConnectOptions): Promise<Link>;
+  listenLinks(options: LinkListenOptions): Promise<LinkListener>;
+}
+
+/** Defaults shared by all links. */
+export const LINK_DEFAULTS = {
+  recvBufferSize: 65536,
+  recvBufferCount: 64,
+  sendSlots: 64,
+  maxMessageSize: 16 * 1024 * 1024,
+} as const;
