@@ -1,0 +1,195 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { SessionCluster, type SessionClusterOptions } from "../src/cluster/session_cluster.ts";
+import { parseSessionCookie } from "../src/cluster/cookie.ts";
+import type { PeerConfig } from "../src/cluster/peers.ts";
+import { MemoryNetwork } from "./fixtures/cluster_memory_socket.ts";
+
+const SECRET = "test-cluster-secret-0123456789";
+
+function quiet() {
+  const lines: string[] = [];
+  return { lines, warn: (m: string) => void lines.push(m) };
+}
+
+async function startCluster(ids: string[], extra: Partial<SessionClusterOptions> = {}) {
+  const net = new MemoryNetwork();
+  const peers: PeerConfig[] = ids.map((id) => ({ id, host: id, port: 0 }));
+  const log = quiet();
+  const nodes = new Map<string, SessionCluster>();
+  for (const id of ids) {
+    nodes.set(
+      id,
+      new SessionCluster({
+        self: id,
+        peers,
+        secret: SECRET,
+        listener: net.listen(id),
+        dial: (p) => net.dial(p.host),
+        logger: log,
+        heartbeatIntervalMs: 50,
+        heartbeatTimeoutMs: 500,
+        ...extra,
+      }),
+    );
+  }
+  for (const n of nodes.values()) assert.ok(await n.waitForPeers(5000), "peers up");
+  return { net, nodes, log, peers, close: () => Promise.all([...nodes.values()].map((n) => n.close())) };
+}
+
+async function until(check: () => boolean, what: string, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test("cluster replicates a committed change to the rendezvous-chosen secondary", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  assert.ok(s.secondary === "b" || s.secondary === "c");
+  assert.equal(await a.commit(s.id, { user: "ada" }, [], { ack: "applied" }), "applied");
+  const replica = c.nodes.get(s.secondary!)!.store.get(s.id)!;
+  assert.deepEqual([replica.role, replica.version, replica.attributes], ["replica", 1, { user: "ada" }]);
+  assert.equal(await a.commit(s.id, { cart: [1] }, [], { ack: "transport" }), "transport");
+  await until(() => replica.version === 2, "delta applied");
+  assert.deepEqual(replica.attributes, { user: "ada", cart: [1] });
+  const stats = a.stats().replication;
+  assert.equal(stats.snapshots, 1, "first replication had no base: a snapshot");
+  assert.equal(stats.deltas, 1);
+  await c.close();
+});
+
+test("cluster failover: a server fetches the session from the secondary and becomes primary with epoch+1", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  await a.commit(s.id, { user: "ada" }, [], { ack: "transport" });
+  await a.commit(s.id, { cart: ["apple"] }, [], { ack: "transport" });
+  const cookie = parseSessionCookie(a.cookieFor(s))!;
+  await a.close(); // the primary dies
+  const other = ["b", "c"].find((id) => id !== cookie.secondary)!;
+  const taker = c.nodes.get(other)!;
+  await until(() => !taker.node.isAlive("a"), "a seen down");
+  const record = await taker.open(cookie);
+  assert.ok(record, "session survived");
+  assert.deepEqual(record.attributes, { user: "ada", cart: ["apple"] });
+  assert.equal(record.epoch, 2);
+  assert.equal(record.version, 2);
+  assert.equal(record.primary, other);
+  assert.equal(record.secondary, cookie.secondary, "the only other live server");
+  assert.equal(await taker.commit(record.id, { paid: true }, [], { ack: "applied" }), "applied");
+  const replica = c.nodes.get(cookie.secondary!)!.store.get(s.id)!;
+  assert.deepEqual([replica.epoch, replica.version, replica.primary], [2, 3, other]);
+  assert.equal(taker.stats().failover.promoted, 1);
+  await c.close();
+});
+
+test("cluster failover on the secondary itself promotes its local replica", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "transport" });
+  const cookie = parseSessionCookie(a.cookieFor(s))!;
+  await a.close();
+  const secondary = c.nodes.get(cookie.secondary!)!;
+  await until(() => !secondary.node.isAlive("a"), "a seen down");
+  const record = await secondary.open(cookie);
+  assert.deepEqual([record?.attributes, record?.epoch, record?.primary], [{ n: 1 }, 2, cookie.secondary]);
+  assert.notEqual(record!.secondary, cookie.secondary);
+  await c.close();
+});
+
+test("cluster re-replicates a dead secondary's sessions to another peer", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const sessions = Array.from({ length: 20 }, () => a.create());
+  for (const s of sessions) await a.commit(s.id, { v: s.id }, [], { ack: "applied" });
+  const onB = sessions.filter((s) => s.secondary === "b");
+  assert.ok(onB.length > 0);
+  await c.nodes.get("b")!.close();
+  await until(() => onB.every((s) => s.secondary === "c"), "new secondary c");
+  const cStore = c.nodes.get("c")!.store;
+  await until(() => onB.every((s) => cStore.get(s.id)?.attributes.v === s.id), "snapshots on c");
+  assert.equal(a.stats().failover.rereplicated, onB.length);
+  await c.close();
+});
+
+test("cluster takes a session over from a live primary, which keeps only a redirect", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "applied" });
+  const cookie = parseSessionCookie(a.cookieFor(s))!;
+  const b = c.nodes.get("b")!;
+  const record = await b.open(cookie);
+  assert.deepEqual([record?.attributes, record?.epoch, record?.primary], [{ n: 1 }, 2, "b"]);
+  assert.equal(a.store.get(s.id)!.role, "moved");
+  // An old cookie arriving at a is redirected to b.
+  await b.commit(s.id, { n: 2 }, [], { ack: "applied" });
+  const back = await a.open(cookie);
+  assert.deepEqual([back?.attributes, back?.epoch, back?.primary], [{ n: 2 }, 3, "a"]);
+  await c.close();
+});
+
+test("cluster expiry is decided by the primary and honoured on the secondary", async () => {
+  let now = 1_000_000;
+  const c = await startCluster(["a", "b"], { maxIdleMs: 1000, now: () => now, sweepIntervalMs: 20 });
+  const a = c.nodes.get("a")!;
+  const b = c.nodes.get("b")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "applied" });
+  const cookie = parseSessionCookie(a.cookieFor(s))!;
+  now += 1500;
+  await until(() => b.store.get(s.id)?.expired === true, "tombstone replicated");
+  assert.equal(await b.open(cookie), undefined, "the secondary does not hand out an expired session");
+  assert.equal(await a.open(cookie), undefined);
+  await c.close();
+});
+
+test("cluster replica rejects a stale primary after a takeover (epoch fencing)", async () => {
+  const c = await startCluster(["a", "b", "c"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "applied" });
+  const cookie = parseSessionCookie(a.cookieFor(s))!;
+  const sec = c.nodes.get(cookie.secondary!)!;
+  // A network partition: the taker cannot see a, so it promotes from the secondary.
+  const takerId = ["b", "c"].find((x) => x !== cookie.secondary)!;
+  const taker = c.nodes.get(takerId)!;
+  const adopted = taker.store.adopt(sec.store.snapshot(s.id) as never, cookie.secondary);
+  await taker.commit(adopted.id, { n: "new" }, [], { ack: "applied" });
+  // The old primary, unaware, writes at epoch 1: the replica drops it.
+  assert.equal(await a.commit(s.id, { n: "zombie" }, [], { ack: "applied" }), "applied", "stale counts as delivered");
+  const replica = sec.store.get(s.id)!;
+  assert.deepEqual([replica.epoch, replica.attributes.n], [2, "new"]);
+  assert.ok(sec.store.stats().stale >= 1);
+  await c.close();
+});
+
+test("cluster rejects a peer without the secret and closes its connection", async () => {
+  const net = new MemoryNetwork();
+  const peers: PeerConfig[] = [{ id: "a", host: "a", port: 0 }, { id: "b", host: "b", port: 0 }];
+  const logA = quiet();
+  const logB = quiet();
+  const a = new SessionCluster({ self: "a", peers, secret: SECRET, listener: net.listen("a"), dial: (p) => net.dial(p.host), logger: logA });
+  const b = new SessionCluster({
+    self: "b",
+    peers,
+    secret: "the-wrong-secret-for-this-cluster",
+    listener: net.listen("b"),
+    dial: (p) => net.dial(p.host),
+    logger: logB,
+  });
+  assert.equal(await a.waitForPeers(500), false);
+  assert.ok(a.stats().node.authRejected > 0 && b.stats().node.authRejected > 0);
+  assert.ok(logA.lines.some((l) => /wrong cluster secret/.test(l)), logA.lines.join("\n"));
+  const s = b.create();
+  assert.equal(s.secondary, undefined, "no authenticated peer to replicate to");
+  assert.equal(await b.commit(s.id, { n: 1 }, []), "no-secondary");
+  assert.equal(a.store.get(s.id), undefined);
+  await a.close();
+  await b.close();
+});
