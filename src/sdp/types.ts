@@ -28,8 +28,14 @@ export interface SocketStats {
   zcopySends: number;
   /** Times a send had to wait for credits. */
   creditStalls: number;
-  /** SrcAvail transfers cancelled (SendSM / SrcAvailCancel). */
+  /** SrcAvailCancel frames sent: zcopy transfers that timed out waiting for RdmaRdCompl. */
   cancels: number;
+  /** zcopy messages re-sent by bcopy after the peer answered SendSM (cancel accepted or READ failed). */
+  zcopyFallbacks: number;
+  /** RDMA READs (of the peer's SrcAvail) that failed on this side. */
+  readFailures: number;
+  /** Pure credit updates / acknowledgements sent (DATA without payload). */
+  creditUpdates: number;
 }
 
 /**

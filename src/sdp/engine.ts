@@ -1,0 +1,784 @@
+/**
+ * The SDP engine: one state machine per connection, with no I/O.
+ *
+ * It takes received frames, send and READ completions, application sends and
+ * releases, and timer ticks (with `now` passed in), and queues actions that
+ * the socket carries out on the link (`takeActions()`). Tests drive it with
+ * bytes and events alone.
+ *
+ * The protocol, step by step:
+ *
+ * 1. **Handshake.** The active side posts HELLO (mseq 0, mseq_ack 2^32-1,
+ *    bufs = its posted receive buffers); the passive side answers HELLO_ACK
+ *    (mseq 0, mseq_ack 0). Each body carries version, receive buffer size and
+ *    count, max message size and whether the side can RDMA READ (zcopy).
+ * 2. **Credits.** Every frame carries `bufs` (receive buffers the sender has
+ *    posted) and `mseq_ack` (last frame it received). A side's credit toward
+ *    its peer is `mseq_ack - tx_head + 1 + bufs` (tx_head = next mseq to use).
+ *    Message frames (DATA with payload, SrcAvail) need 3 credits, so two stay
+ *    back; RdmaRdCompl, SendSM and SrcAvailCancel need 2, so one always stays
+ *    back for a credit update; a credit update (DATA without payload), DISCONN
+ *    and ABORT need 1. A side sends a credit update when it has reposted at
+ *    least two buffers the peer does not know of and the peer is down to two
+ *    credits or fewer (it cannot send messages), or when the unadvertised
+ *    buffers reach half the ring; and, on links whose send completion does not
+ *    mean delivery (TCP), as soon as it owes an acknowledgement for a message
+ *    frame (that acknowledgement is the sender's return).
+ * 3. **BCopy.** Messages below `zcopyThreshold` (or when either side lacks
+ *    zcopy) travel in DATA frames. A message that does not fit one frame is
+ *    fragmented: the first frame has flags HEAD|MORE and a u32 total length,
+ *    the middle ones MORE, the last none; the receiver reassembles into one
+ *    buffer of exactly the total length. The return: on RC links the send
+ *    completion of the last frame, on TCP the peer's mseq_ack covering it.
+ * 4. **ZCopy.** A message at or above the threshold, already in the
+ *    registered source arena, is advertised with SrcAvail {len, rkey, vaddr}.
+ *    The receiver allocates sink space (waiting for releases if the sink is
+ *    full), posts an RDMA READ, delivers the message when the READ completes
+ *    and answers RdmaRdCompl {len}: that is the sender's return. While a
+ *    SrcAvail is outstanding the sender posts no other message frame, so
+ *    delivery order is the send order; control frames still flow, and each
+ *    direction's SrcAvail is served independently, so two sides that advertise
+ *    at once do not deadlock (READs need no credits; replies use the reserve).
+ * 5. **The way out of a stuck transfer.** If no RdmaRdCompl arrives within
+ *    `cancelTimeoutMs`, the sender posts SrcAvailCancel. A receiver that has
+ *    not started the READ drops it and answers SendSM; one whose READ is in
+ *    flight answers when it completes (RdmaRdCompl on success). A READ that
+ *    fails is answered with SendSM too. On SendSM the sender re-sends the
+ *    message by bcopy fragments from the same arena bytes (counted as a
+ *    fallback). If neither answer comes within another `cancelTimeoutMs` after
+ *    the cancel, the connection is closed with an error naming the stuck
+ *    transfer, and every pending send rejects with it.
+ * 6. **Closing.** `close()` rejects pending sends, posts DISCONN and waits for
+ *    the peer's DISCONN (or `closeTimeoutMs`), then closes the link. A side
+ *    that receives DISCONN rejects its pending sends, answers DISCONN and
+ *    closes the link once that frame's send completes. ABORT closes at once
+ *    with an error. A protocol error posts ABORT (best effort) and closes that
+ *    connection with the `ProtocolError`.
+ *
+ * Sequence numbers are kept internally as unbounded integers and put on the
+ * wire modulo 2^32.
+ *
+ * @module
+ */
+import { RingAllocator } from "./ring_allocator.ts";
+import {
+  ABORT,
+  type Body,
+  CREDIT_UPDATE,
+  DATA_HEAD_SIZE,
+  decodeFrame,
+  DISCONN,
+  type Frame,
+  HEADER_SIZE,
+  type Hello,
+  MID,
+  midName,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  SEND_SM,
+  SRCAVAIL_CANCEL,
+} from "./wire.ts";
+import type { SocketStats } from "./types.ts";
+
+/** What to give back when a delivered message is released. */
+export type ReleaseHandle =
+  | { kind: "buffer"; index: number }
+  | { kind: "sink"; offset: number }
+  | { kind: "owned" };
+
+/** Actions for the socket, in the order they must be carried out. */
+export type EngineAction =
+  /** Encode `frame` into send slot `slot` and post it. */
+  | { type: "post"; slot: number; frame: Frame }
+  /** RDMA READ `length` bytes at `vaddr`/`rkey` into the sink at `sinkOffset`. */
+  | { type: "read"; token: number; sinkOffset: number; length: number; vaddr: bigint; rkey: number }
+  /** A message for the application, in order; give `release` back to `engine.release()`. */
+  | { type: "deliver"; bytes: Uint8Array; release: ReleaseHandle }
+  /** Post receive buffer `bufferIndex` again. */
+  | { type: "repost"; bufferIndex: number }
+  /** Send `id` has its return. */
+  | { type: "resolve"; id: number }
+  /** Send `id` failed. */
+  | { type: "reject"; id: number; error: Error }
+  /** The handshake completed. */
+  | { type: "open"; peer: Hello }
+  /** Close the link (after carrying out the actions before this one). `undefined` = orderly. */
+  | { type: "close"; error: Error | undefined };
+
+export type EngineState = "handshake" | "open" | "closing" | "closed";
+
+/** Configuration of one engine; sizes are the local link's capabilities. */
+export interface EngineOptions {
+  role: "active" | "passive";
+  recvBufferSize: number;
+  recvBufferCount: number;
+  sendSlots: number;
+  sendSlotSize: number;
+  maxMessageSize: number;
+  sendCompletionMeansDelivered: boolean;
+  /** The sink the peer's bytes are READ into (zcopy links); enables zcopy receive. */
+  sink?: Uint8Array;
+  /** Address and rkey of the source arena (zcopy links); enables zcopy send. */
+  source?: { addr: bigint; rkey: number };
+  /** Messages of at least this many bytes go by zcopy when both sides can. */
+  zcopyThreshold: number;
+  cancelTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  closeTimeoutMs: number;
+}
+
+interface OutMessage {
+  id: number;
+  bytes: Uint8Array;
+  sourceOffset: number | undefined;
+  mode: "bcopy" | "zcopy" | undefined;
+  /** Payload bytes already put in DATA frames. */
+  sent: number;
+  /** mseq of the last frame of this message (bcopy), once fully posted. */
+  lastMseq: number;
+  /** zcopy: RdmaRdCompl received. */
+  done: boolean;
+  zstate: "advertised" | "cancelling" | undefined;
+  deadline: number;
+  fellBack: boolean;
+}
+
+interface IncomingZcopy {
+  len: number;
+  rkey: number;
+  vaddr: bigint;
+  state: "waiting" | "reading";
+  sinkOffset: number;
+  token: number;
+  cancelRequested: boolean;
+}
+
+const CONTROL_CREDITS = 2;
+const DATA_CREDITS = CONTROL_CREDITS + 1;
+
+export class Engine {
+  readonly options: EngineOptions;
+  #state: EngineState = "handshake";
+  #actions: EngineAction[] = [];
+  #peer: Hello | undefined;
+
+  // Transmit side.
+  #txNext = 0;
+  #peerAck = -1;
+  #peerBufs = 0;
+  #delivered = -1;
+  readonly #freeSlots: number[] = [];
+  readonly #slotMseq: number[] = [];
+  #control: Body[] = [];
+  #sendQueue: OutMessage[] = [];
+  #inflight: OutMessage[] = [];
+  #outgoingZ: OutMessage | undefined;
+  #stalled = false;
+  #disconnMseq = -1;
+
+  // Receive side.
+  #rxNext = 0;
+  #posted: number;
+  #lastSentAck = -1;
+  #lastSentBufs = 0;
+  #ackOwed = false;
+  #reassembly: { buf: Uint8Array; filled: number } | undefined;
+  #incomingZ: IncomingZcopy | undefined;
+  #readToken = 0;
+  readonly #sinkRing: RingAllocator | undefined;
+  #peerClosed = false;
+
+  #handshakeDeadline = Infinity;
+  #closeDeadline = Infinity;
+
+  readonly stats: SocketStats = {
+    bytesSent: 0,
+    bytesReceived: 0,
+    messagesSent: 0,
+    messagesReceived: 0,
+    bcopySends: 0,
+    zcopySends: 0,
+    creditStalls: 0,
+    cancels: 0,
+    zcopyFallbacks: 0,
+    readFailures: 0,
+    creditUpdates: 0,
+  };
+
+  constructor(options: EngineOptions) {
+    this.options = options;
+    this.#posted = options.recvBufferCount;
+    for (let i = options.sendSlots - 1; i >= 0; i--) this.#freeSlots.push(i);
+    this.#sinkRing = options.sink ? new RingAllocator(options.sink.length) : undefined;
+  }
+
+  get state(): EngineState {
+    return this.#state;
+  }
+
+  /** The peer's HELLO, once the handshake is done. */
+  get peer(): Hello | undefined {
+    return this.#peer;
+  }
+
+  /** Current credits toward the peer. */
+  get credits(): number {
+    return this.#peerAck - this.#txNext + 1 + this.#peerBufs;
+  }
+
+  /** Receive buffers currently posted. */
+  get posted(): number {
+    return this.#posted;
+  }
+
+  /** Sends accepted but not yet resolved or rejected. */
+  get pendingSends(): number {
+    return this.#sendQueue.length + this.#inflight.length;
+  }
+
+  /** Returns and clears the queued actions. */
+  takeActions(): EngineAction[] {
+    const a = this.#actions;
+    this.#actions = [];
+    return a;
+  }
+
+  /** The earliest time `tick` has work to do, or `Infinity`. */
+  nextDeadline(): number {
+    if (this.#state === "closed") return Infinity;
+    let d = Math.min(this.#handshakeDeadline, this.#closeDeadline);
+    if (this.#outgoingZ) d = Math.min(d, this.#outgoingZ.deadline);
+    return d;
+  }
+
+  /** Begins the connection: the active side posts HELLO. */
+  start(now: number): void {
+    this.#handshakeDeadline = now + this.options.handshakeTimeoutMs;
+    if (this.options.role === "active") this.#postHello(MID.Hello);
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  /**
+   * Queues a message. `bytes` stays referenced until the message is fully
+   * posted; when `borrowed` (the caller may reuse it once `send` returns) and
+   * it cannot be posted at once, the engine copies it aside. `sourceOffset`
+   * says the bytes are in the registered source arena at that offset, which
+   * makes the message eligible for zcopy.
+   */
+  send(id: number, bytes: Uint8Array, sourceOffset: number | undefined, borrowed: boolean, now: number): void {
+    if (this.#state === "closing" || this.#state === "closed") {
+      this.#actions.push({ type: "reject", id, error: new Error("send failed: the socket is closed") });
+      return;
+    }
+    const err = this.#sizeError(bytes.length, this.options.maxMessageSize);
+    if (err) {
+      this.#actions.push({ type: "reject", id, error: err });
+      return;
+    }
+    const m: OutMessage = {
+      id,
+      bytes,
+      sourceOffset,
+      mode: undefined,
+      sent: 0,
+      lastMseq: -1,
+      done: false,
+      zstate: undefined,
+      deadline: Infinity,
+      fellBack: false,
+    };
+    this.#sendQueue.push(m);
+    this.#pump(now);
+    if (borrowed && this.#sendQueue.includes(m)) m.bytes = m.bytes.slice();
+  }
+
+  /** A frame arrived in receive buffer `bufferIndex`. */
+  frame(view: Uint8Array, bufferIndex: number, now: number): void {
+    if (this.#state === "closed") return;
+    if (this.#posted <= 0) {
+      return this.#fail(new ProtocolError(`frame arrived with no receive buffer posted: the peer ignored its credits`));
+    }
+    this.#posted--;
+    let f: Frame;
+    try {
+      f = decodeFrame(view, this.#rxNext);
+    } catch (e) {
+      return this.#fail(e as Error);
+    }
+    this.#rxNext++;
+    try {
+      this.#receive(f, bufferIndex, now);
+    } catch (e) {
+      if (e instanceof ProtocolError) return this.#fail(e);
+      throw e;
+    }
+    this.#pump(now);
+  }
+
+  /** The send posted from `slot` completed. */
+  sendDone(slot: number, now: number): void {
+    if (this.#state === "closed") return;
+    const mseq = this.#slotMseq[slot];
+    this.#freeSlots.push(slot);
+    if (this.options.sendCompletionMeansDelivered && mseq > this.#delivered) this.#delivered = mseq;
+    if (mseq === this.#disconnMseq && this.#peerClosed) return this.#finish(undefined);
+    this.#resolveReady();
+    this.#pump(now);
+  }
+
+  /** The send posted from `slot` failed: the connection is lost. */
+  sendFailed(_slot: number, error: Error): void {
+    if (this.#state === "closed") return;
+    this.#finish(new Error(`frame send failed: ${error.message}`, { cause: error }));
+  }
+
+  /** The RDMA READ with `token` completed. */
+  readDone(token: number, now: number): void {
+    const z = this.#incomingZ;
+    if (this.#state === "closed" || !z || z.token !== token || z.state !== "reading") return;
+    this.#incomingZ = undefined;
+    this.#deliver(this.options.sink!.subarray(z.sinkOffset, z.sinkOffset + z.len), {
+      kind: "sink",
+      offset: z.sinkOffset,
+    });
+    this.#control.push({ mid: MID.RdmaRdCompl, len: z.len });
+    this.#pump(now);
+  }
+
+  /** The RDMA READ with `token` failed: ask the sender to fall back to bcopy. */
+  readFailed(token: number, _error: Error, now: number): void {
+    const z = this.#incomingZ;
+    if (this.#state === "closed" || !z || z.token !== token || z.state !== "reading") return;
+    this.#incomingZ = undefined;
+    this.#sinkRing!.free(z.sinkOffset);
+    this.stats.readFailures++;
+    this.#control.push(SEND_SM);
+    this.#pump(now);
+  }
+
+  /** The application released a delivered message. */
+  release(handle: ReleaseHandle, now: number): void {
+    if (this.#state === "closed") return;
+    if (handle.kind === "buffer") this.#repost(handle.index);
+    else if (handle.kind === "sink") {
+      this.#sinkRing!.free(handle.offset);
+      this.#startRead();
+    }
+    this.#pump(now);
+  }
+
+  /** Timers: handshake, close and cancel deadlines. */
+  tick(now: number): void {
+    if (this.#state === "closed") return;
+    if (now >= this.#handshakeDeadline) {
+      return this.#finish(
+        new Error(`handshake timed out after ${this.options.handshakeTimeoutMs} ms: no HELLO from the peer`),
+      );
+    }
+    if (now >= this.#closeDeadline) return this.#finish(undefined);
+    const z = this.#outgoingZ;
+    if (z && now >= z.deadline) {
+      if (z.zstate === "advertised") {
+        z.zstate = "cancelling";
+        z.deadline = now + this.options.cancelTimeoutMs;
+        this.stats.cancels++;
+        this.#control.push(SRCAVAIL_CANCEL);
+      } else {
+        return this.#finish(
+          new Error(
+            `zcopy transfer of ${z.bytes.length} bytes stuck: neither RdmaRdCompl nor SendSM within ${this.options.cancelTimeoutMs} ms after SrcAvailCancel`,
+          ),
+        );
+      }
+    }
+    this.#pump(now);
+  }
+
+  /** Local close: pending sends reject, DISCONN goes out, the link closes on the peer's DISCONN. */
+  close(now: number): void {
+    if (this.#state === "closing" || this.#state === "closed") return;
+    if (this.#state === "handshake") return this.#finish(undefined, "the socket was closed");
+    this.#rejectAll("the socket was closed");
+    this.#state = "closing";
+    this.#closeDeadline = now + this.options.closeTimeoutMs;
+    this.#control.push(DISCONN);
+    this.#pump(now);
+  }
+
+  /** The link closed by itself (peer gone, transport error). */
+  linkClosed(error: Error | undefined): void {
+    if (this.#state === "closed") return;
+    if (this.#peerClosed) return this.#finish(undefined);
+    this.#finish(error ?? new Error("the link closed"), error ? `connection lost: ${error.message}` : "connection lost");
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  #receive(f: Frame, index: number, now: number): void {
+    const b = f.body;
+    if (this.#state === "handshake") {
+      const expected = this.options.role === "passive" ? MID.Hello : MID.HelloAck;
+      if (b.mid !== expected) {
+        throw new ProtocolError(`expected ${midName(expected)} during the handshake, got ${midName(b.mid)}`);
+      }
+      const hello = (b as { hello: Hello }).hello;
+      this.#peer = hello;
+      this.#takeHeader(f);
+      this.#repost(index);
+      if (this.options.role === "passive") this.#postHello(MID.HelloAck);
+      this.#state = "open";
+      this.#handshakeDeadline = Infinity;
+      this.#actions.push({ type: "open", peer: hello });
+      // Sends queued before the handshake may now be too large for the peer.
+      for (const m of [...this.#sendQueue]) {
+        const err = this.#sizeError(m.bytes.length, hello.maxMessageSize, "the peer's ");
+        if (err) {
+          this.#sendQueue.splice(this.#sendQueue.indexOf(m), 1);
+          this.#actions.push({ type: "reject", id: m.id, error: err });
+        }
+      }
+      return;
+    }
+    this.#takeHeader(f);
+    const closingLocally = this.#state === "closing" && !this.#peerClosed;
+    switch (b.mid) {
+      case MID.Hello:
+      case MID.HelloAck:
+        throw new ProtocolError(`${midName(b.mid)} received after the handshake`);
+      case MID.Data: {
+        if (b.payload.length === 0 && b.total === undefined) {
+          this.#repost(index); // credit update
+          return;
+        }
+        if (this.#peerClosed) throw new ProtocolError(`DATA received after the peer's DISCONN`);
+        this.#ackOwed = true;
+        if (closingLocally) {
+          this.#repost(index); // the application closed: drop
+          return;
+        }
+        this.#receiveData(b.more, b.total, b.payload, index);
+        return;
+      }
+      case MID.SrcAvail: {
+        if (this.#peerClosed) throw new ProtocolError(`SrcAvail received after the peer's DISCONN`);
+        if (!this.options.sink) throw new ProtocolError(`SrcAvail received but this side announced no zcopy`);
+        if (this.#incomingZ) throw new ProtocolError(`SrcAvail received while another SrcAvail is outstanding`);
+        if (this.#reassembly) throw new ProtocolError(`SrcAvail received in the middle of a fragmented message`);
+        if (b.len > this.options.maxMessageSize) {
+          throw new ProtocolError(`SrcAvail of ${b.len} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`);
+        }
+        this.#repost(index);
+        if (closingLocally) {
+          this.#control.push(SEND_SM); // refuse politely; the peer is about to see our DISCONN
+          return;
+        }
+        this.#incomingZ = {
+          len: b.len,
+          rkey: b.rkey,
+          vaddr: b.vaddr,
+          state: "waiting",
+          sinkOffset: -1,
+          token: 0,
+          cancelRequested: false,
+        };
+        this.#startRead();
+        return;
+      }
+      case MID.SrcAvailCancel: {
+        this.#repost(index);
+        const z = this.#incomingZ;
+        if (!z) return; // crossed with our RdmaRdCompl or SendSM: that answer stands
+        if (z.state === "waiting") {
+          this.#incomingZ = undefined;
+          this.#control.push(SEND_SM);
+        } else {
+          z.cancelRequested = true; // answered when the READ completes
+        }
+        return;
+      }
+      case MID.SendSM: {
+        this.#repost(index);
+        const m = this.#outgoingZ;
+        if (!m && this.#state === "closing") return; // answer to a transfer abandoned by close()
+        if (!m) throw new ProtocolError(`SendSM received with no SrcAvail outstanding`);
+        this.#outgoingZ = undefined;
+        this.#inflight.splice(this.#inflight.indexOf(m), 1);
+        m.mode = "bcopy";
+        m.zstate = undefined;
+        m.deadline = Infinity;
+        m.sent = 0;
+        m.fellBack = true;
+        this.stats.zcopyFallbacks++;
+        if (this.#state === "open") this.#sendQueue.unshift(m);
+        return;
+      }
+      case MID.RdmaRdCompl: {
+        this.#repost(index);
+        const m = this.#outgoingZ;
+        if (!m && this.#state === "closing") return; // answer to a transfer abandoned by close()
+        if (!m) throw new ProtocolError(`RdmaRdCompl received with no SrcAvail outstanding`);
+        if (b.len !== m.bytes.length) {
+          throw new ProtocolError(`RdmaRdCompl for ${b.len} bytes: the outstanding SrcAvail is ${m.bytes.length}`);
+        }
+        this.#outgoingZ = undefined;
+        m.done = true;
+        this.#resolveReady();
+        return;
+      }
+      case MID.Disconn: {
+        this.#repost(index);
+        if (this.#peerClosed) throw new ProtocolError(`second DISCONN received`);
+        this.#peerClosed = true;
+        if (this.#state === "closing") return this.#finish(undefined);
+        this.#rejectAll("the peer closed the connection");
+        this.#state = "closing";
+        this.#closeDeadline = now + this.options.closeTimeoutMs;
+        this.#control.push(DISCONN);
+        return;
+      }
+      case MID.Abort:
+        this.#repost(index);
+        return this.#finish(new Error("the peer aborted the connection (ABORT)"));
+    }
+  }
+
+  #receiveData(more: boolean, total: number | undefined, payload: Uint8Array, index: number): void {
+    if (this.#incomingZ) throw new ProtocolError(`DATA received while a SrcAvail is outstanding`);
+    const r = this.#reassembly;
+    if (r) {
+      if (total !== undefined) throw new ProtocolError(`DATA HEAD received while a fragmented message is incomplete`);
+      if (r.filled + payload.length > r.buf.length) {
+        throw new ProtocolError(
+          `DATA fragments exceed the declared total ${r.buf.length}: ${r.filled + payload.length} bytes`,
+        );
+      }
+      r.buf.set(payload, r.filled);
+      r.filled += payload.length;
+      this.#repost(index);
+      if (!more) {
+        if (r.filled !== r.buf.length) {
+          throw new ProtocolError(`fragmented message ended at ${r.filled} bytes of a declared ${r.buf.length}`);
+        }
+        this.#reassembly = undefined;
+        this.#deliver(r.buf, { kind: "owned" });
+      }
+      return;
+    }
+    if (total !== undefined) {
+      if (total > this.options.maxMessageSize) {
+        throw new ProtocolError(`DATA HEAD total ${total} exceeds maxMessageSize ${this.options.maxMessageSize}`);
+      }
+      const buf = new Uint8Array(total);
+      buf.set(payload, 0);
+      this.#reassembly = { buf, filled: payload.length };
+      this.#repost(index);
+      return;
+    }
+    if (more) throw new ProtocolError(`DATA fragment with MORE but no HEAD outside a fragmented message`);
+    this.#deliver(payload, { kind: "buffer", index });
+  }
+
+  /** Takes mseq_ack and bufs from a valid frame. */
+  #takeHeader(f: Frame): void {
+    const last = this.#txNext - 1;
+    const behind = (last - f.mseqAck) >>> 0;
+    const ack = last - behind;
+    if (ack < this.#peerAck) {
+      throw new ProtocolError(
+        `mseq_ack ${f.mseqAck} acknowledges a frame never sent or goes backwards (last sent ${last >>> 0}, last ack ${
+          this.#peerAck >>> 0
+        })`,
+      );
+    }
+    const peerCount = this.#peer?.recvBufferCount ?? 0xffff;
+    if (f.bufs > peerCount) {
+      throw new ProtocolError(`bufs ${f.bufs} exceeds the peer's announced recvBufferCount ${peerCount}`);
+    }
+    this.#peerAck = ack;
+    this.#peerBufs = f.bufs;
+    if (ack > this.#delivered) {
+      this.#delivered = ack;
+      this.#resolveReady();
+    }
+  }
+
+  #deliver(bytes: Uint8Array, release: ReleaseHandle): void {
+    this.stats.messagesReceived++;
+    this.stats.bytesReceived += bytes.length;
+    this.#actions.push({ type: "deliver", bytes, release });
+  }
+
+  #repost(index: number): void {
+    this.#posted++;
+    this.#actions.push({ type: "repost", bufferIndex: index });
+  }
+
+  #startRead(): void {
+    const z = this.#incomingZ;
+    if (!z || z.state !== "waiting" || this.#state !== "open") return;
+    const off = this.#sinkRing!.alloc(z.len);
+    if (off < 0) return; // wait for the application to release sink space
+    z.state = "reading";
+    z.sinkOffset = off;
+    z.token = ++this.#readToken;
+    this.#actions.push({ type: "read", token: z.token, sinkOffset: off, length: z.len, vaddr: z.vaddr, rkey: z.rkey });
+  }
+
+  // ---------------------------------------------------------------- transmit
+
+  #sizeError(len: number, max: number, whose = ""): Error | undefined {
+    if (len === 0) return new RangeError("message of 0 bytes: a message must carry at least 1 byte");
+    if (len > max) return new RangeError(`message of ${len} bytes exceeds ${whose}maxMessageSize ${max}`);
+    return undefined;
+  }
+
+  #postHello(mid: typeof MID.Hello | typeof MID.HelloAck): void {
+    const o = this.options;
+    this.#post({
+      mid,
+      hello: {
+        version: PROTOCOL_VERSION,
+        zcopyRead: o.sink !== undefined,
+        recvBufferSize: o.recvBufferSize,
+        recvBufferCount: o.recvBufferCount,
+        maxMessageSize: o.maxMessageSize,
+      },
+    });
+  }
+
+  #post(body: Body): number {
+    const slot = this.#freeSlots.pop()!;
+    const mseq = this.#txNext++;
+    this.#slotMseq[slot] = mseq;
+    this.#lastSentAck = this.#rxNext - 1;
+    this.#lastSentBufs = this.#posted;
+    this.#ackOwed = false;
+    this.#actions.push({ type: "post", slot, frame: { bufs: this.#posted, mseq, mseqAck: this.#rxNext - 1, body } });
+    return mseq;
+  }
+
+  #updateNeeded(): boolean {
+    if (this.#state === "handshake" || this.#peerClosed) return false;
+    if (this.#ackOwed && !this.options.sendCompletionMeansDelivered) return true;
+    const estimate = this.#lastSentBufs - (this.#rxNext - 1 - this.#lastSentAck);
+    const gap = this.#posted - estimate;
+    return (gap >= 2 && estimate <= CONTROL_CREDITS) || gap >= Math.max(2, this.options.recvBufferCount >> 1);
+  }
+
+  #pump(now: number): void {
+    while (this.#state === "open" || this.#state === "closing") {
+      if (this.#freeSlots.length === 0) return;
+      const credits = this.credits;
+      if (this.#control.length > 0) {
+        const c = this.#control[0];
+        const need = c.mid === MID.Disconn || c.mid === MID.Abort ? 1 : CONTROL_CREDITS;
+        if (credits < need) break;
+        this.#control.shift();
+        const mseq = this.#post(c);
+        if (c.mid === MID.Disconn) {
+          this.#disconnMseq = mseq;
+          this.#control = [];
+        }
+        continue;
+      }
+      if (this.#state !== "open" || this.#outgoingZ || this.#sendQueue.length === 0) break;
+      if (credits < DATA_CREDITS) {
+        if (!this.#stalled) {
+          this.#stalled = true;
+          this.stats.creditStalls++;
+        }
+        break;
+      }
+      this.#stalled = false;
+      this.#postMessageFrame(this.#sendQueue[0], now);
+    }
+    if (this.#freeSlots.length > 0 && this.credits >= 1 && this.#updateNeeded()) {
+      this.stats.creditUpdates++;
+      this.#post(CREDIT_UPDATE);
+    }
+  }
+
+  #postMessageFrame(m: OutMessage, now: number): void {
+    const peer = this.#peer!;
+    const len = m.bytes.length;
+    if (m.mode === undefined) {
+      const zcopy = this.options.source !== undefined && peer.zcopyRead && m.sourceOffset !== undefined &&
+        len >= this.options.zcopyThreshold;
+      m.mode = zcopy ? "zcopy" : "bcopy";
+    }
+    if (m.mode === "zcopy") {
+      const src = this.options.source!;
+      this.#post({ mid: MID.SrcAvail, len, rkey: src.rkey, vaddr: src.addr + BigInt(m.sourceOffset!) });
+      this.#sendQueue.shift();
+      m.zstate = "advertised";
+      m.deadline = now + this.options.cancelTimeoutMs;
+      this.#outgoingZ = m;
+      this.#inflight.push(m);
+      return;
+    }
+    const maxPayload = Math.min(this.options.sendSlotSize, peer.recvBufferSize) - HEADER_SIZE;
+    let body: Body;
+    if (m.sent === 0 && len <= maxPayload) {
+      body = { mid: MID.Data, more: false, total: undefined, payload: m.bytes };
+      m.sent = len;
+    } else if (m.sent === 0) {
+      const n = maxPayload - DATA_HEAD_SIZE;
+      body = { mid: MID.Data, more: true, total: len, payload: m.bytes.subarray(0, n) };
+      m.sent = n;
+    } else {
+      const n = Math.min(maxPayload, len - m.sent);
+      body = { mid: MID.Data, more: m.sent + n < len, total: undefined, payload: m.bytes.subarray(m.sent, m.sent + n) };
+      m.sent += n;
+    }
+    const mseq = this.#post(body);
+    if (m.sent === len) {
+      m.lastMseq = mseq;
+      this.#sendQueue.shift();
+      this.#inflight.push(m);
+    }
+  }
+
+  #resolveReady(): void {
+    while (this.#inflight.length > 0) {
+      const m = this.#inflight[0];
+      const ready = m.mode === "zcopy" ? m.done : m.lastMseq <= this.#delivered;
+      if (!ready) return;
+      this.#inflight.shift();
+      this.stats.messagesSent++;
+      this.stats.bytesSent += m.bytes.length;
+      if (m.mode === "zcopy") this.stats.zcopySends++;
+      else this.stats.bcopySends++;
+      this.#actions.push({ type: "resolve", id: m.id });
+    }
+  }
+
+  #rejectAll(reason: string, cause?: Error): void {
+    const all = [...this.#inflight, ...this.#sendQueue];
+    this.#inflight = [];
+    this.#sendQueue = [];
+    this.#outgoingZ = undefined;
+    for (const m of all) {
+      this.#actions.push({
+        type: "reject",
+        id: m.id,
+        error: new Error(`send failed: ${reason}`, cause ? { cause } : undefined),
+      });
+    }
+  }
+
+  #fail(error: Error): void {
+    if (this.#state === "closed") return;
+    if (this.#freeSlots.length > 0 && this.#state !== "handshake" && this.credits >= 1) this.#post(ABORT);
+    this.#finish(error);
+  }
+
+  #finish(error: Error | undefined, reason?: string): void {
+    if (this.#state === "closed") return;
+    this.#rejectAll(reason ?? (error ? `connection closed: ${error.message}` : "the connection closed"), error);
+    this.#state = "closed";
+    this.#handshakeDeadline = Infinity;
+    this.#closeDeadline = Infinity;
+    this.#actions.push({ type: "close", error });
+  }
+}

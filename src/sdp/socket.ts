@@ -1,0 +1,463 @@
+/**
+ * The MessageSocket implementation: drives one `Engine` with one `Link`.
+ *
+ * Every link event becomes one engine input; the engine's actions are then
+ * carried out in order (encode a frame into a send slot and post it, post a
+ * READ, repost a buffer, deliver a message, settle a send, close the link).
+ * Progress is driven by the link's completions alone; the only timer is the
+ * engine's next deadline (handshake, cancel, close), unref'd and cleared on
+ * close so an idle process can exit.
+ *
+ * Memory: `send(bytes)` copies once: into the registered source arena when
+ * the message goes by zcopy (waiting, in order, for arena space), otherwise
+ * straight into send slots (a bcopy send that must wait for credits is copied
+ * aside first, so the caller may reuse its buffer as soon as `send` returns).
+ * `reserve(len)` hands out a view of the source arena itself, so a message can
+ * be serialized straight into registered memory and sent with no copy.
+ *
+ * @module
+ */
+import { Engine, type EngineAction, type ReleaseHandle } from "./engine.ts";
+import type { Link, LinkEvents } from "./link.ts";
+import { RingAllocator } from "./ring_allocator.ts";
+import type { MessageSocket, ReceivedMessage, SocketStats, TransportKind } from "./types.ts";
+import { encodeFrame, type Hello } from "./wire.ts";
+
+/** Per-socket protocol options (every transport). */
+export interface SocketOptions {
+  /** Messages of at least this many bytes go by zcopy (SrcAvail → RDMA READ) where the link can. @default 65536 */
+  zcopyThreshold?: number;
+  /** How long a SrcAvail may wait for RdmaRdCompl before SrcAvailCancel, and the cancel for its answer. @default 10000 */
+  cancelTimeoutMs?: number;
+  /** How long to wait for the peer's HELLO / HELLO_ACK. @default 10000 */
+  handshakeTimeoutMs?: number;
+  /** How long `close()` waits for the peer's DISCONN before closing the link anyway. @default 2000 */
+  closeTimeoutMs?: number;
+}
+
+export const SOCKET_DEFAULTS = {
+  zcopyThreshold: 65536,
+  cancelTimeoutMs: 10000,
+  handshakeTimeoutMs: 10000,
+  closeTimeoutMs: 2000,
+} as const;
+
+/** Space in the source arena, from `socket.reserve(len)`. */
+export interface Reservation {
+  /** Writable view of the reserved space (registered memory on zcopy links). */
+  readonly bytes: Uint8Array;
+  /** Sends the first `length` bytes (default all); resolves on the return, like `send`. */
+  commit(length?: number): Promise<void>;
+  /** Gives the space back without sending. */
+  cancel(): void;
+}
+
+type Waiter =
+  | { kind: "send"; id: number; bytes: Uint8Array }
+  | { kind: "commit"; id: number; bytes: Uint8Array; offset: number }
+  | { kind: "reserve"; length: number; resolve: (r: Reservation) => void; reject: (e: Error) => void };
+
+interface PendingSend {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  arenaOffset: number | undefined;
+}
+
+function now(): number {
+  return performance.now();
+}
+
+function unref(t: ReturnType<typeof setTimeout>): void {
+  if (typeof t === "object" && t !== null && "unref" in t) (t as { unref(): void }).unref();
+  else if (typeof (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer === "function") {
+    (globalThis as unknown as { Deno: { unrefTimer(id: number): void } }).Deno.unrefTimer(t as unknown as number);
+  }
+}
+
+class Message implements ReceivedMessage {
+  bytes: Uint8Array;
+  handle: ReleaseHandle | undefined;
+  readonly #socket: SdpSocket;
+  constructor(socket: SdpSocket, bytes: Uint8Array, handle: ReleaseHandle) {
+    this.#socket = socket;
+    this.bytes = bytes;
+    this.handle = handle.kind === "owned" ? undefined : handle;
+  }
+  copy(): Uint8Array {
+    return this.bytes.slice();
+  }
+  release(): void {
+    const h = this.handle;
+    if (!h) return;
+    this.handle = undefined;
+    this.#socket._release(h);
+  }
+  /** Makes the message own its bytes (before the link's memory goes away). */
+  detach(): void {
+    if (!this.handle) return;
+    this.bytes = this.bytes.slice();
+    this.handle = undefined;
+  }
+}
+
+/** A connected SDP socket over any link. Create with `SdpSocket.open`, or `connect`/`listen` in `mod.ts`. */
+export class SdpSocket implements MessageSocket {
+  readonly transport: TransportKind;
+  readonly remoteAddress: string;
+  readonly closed: Promise<Error | undefined>;
+  readonly #link: Link;
+  readonly #engine: Engine;
+  readonly #zcopyThreshold: number;
+  readonly #maxMessageSize: number;
+  readonly #arena: RingAllocator | undefined;
+  readonly #pending = new Map<number, PendingSend>();
+  #waiting: Waiter[] = [];
+  #nextId = 0;
+  #inbox: Message[] = [];
+  #readers: Array<(r: IteratorResult<ReceivedMessage>) => void> = [];
+  #ended = false;
+  #closeRequested = false;
+  #finalError: Error | undefined;
+  #engineClosed = false;
+  #linkClosed = false;
+  #resolveClosed!: (e: Error | undefined) => void;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #open!: { resolve: (h: Hello) => void; reject: (e: Error) => void };
+  readonly #ready: Promise<Hello>;
+  #draining = false;
+
+  private constructor(link: Link, role: "active" | "passive", options: SocketOptions) {
+    const caps = link.capabilities;
+    const zcopyThreshold = options.zcopyThreshold ?? SOCKET_DEFAULTS.zcopyThreshold;
+    if (!Number.isInteger(zcopyThreshold) || zcopyThreshold < 1) {
+      throw new RangeError(`'zcopyThreshold' must be a positive integer: got ${zcopyThreshold}`);
+    }
+    this.transport = link.transport;
+    this.remoteAddress = link.remoteAddress;
+    this.#link = link;
+    this.#zcopyThreshold = zcopyThreshold;
+    this.#maxMessageSize = caps.maxMessageSize;
+    const zcopy = caps.zcopy && link.source !== undefined && link.sink !== undefined;
+    this.#arena = zcopy ? new RingAllocator(link.source!.bytes.length) : undefined;
+    this.#engine = new Engine({
+      role,
+      recvBufferSize: caps.recvBufferSize,
+      recvBufferCount: caps.recvBufferCount,
+      sendSlots: caps.sendSlots,
+      sendSlotSize: caps.sendSlotSize,
+      maxMessageSize: caps.maxMessageSize,
+      sendCompletionMeansDelivered: caps.sendCompletionMeansDelivered,
+      sink: zcopy ? link.sink!.bytes : undefined,
+      source: zcopy ? { addr: link.source!.addr, rkey: link.source!.rkey } : undefined,
+      zcopyThreshold,
+      cancelTimeoutMs: options.cancelTimeoutMs ?? SOCKET_DEFAULTS.cancelTimeoutMs,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? SOCKET_DEFAULTS.handshakeTimeoutMs,
+      closeTimeoutMs: options.closeTimeoutMs ?? SOCKET_DEFAULTS.closeTimeoutMs,
+    });
+    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    this.#ready = new Promise((resolve, reject) => (this.#open = { resolve, reject }));
+    this.#ready.catch(() => {});
+  }
+
+  /**
+   * Starts the SDP handshake on a connected link and resolves once it is done
+   * (`role` "active" on the connecting side, "passive" on the accepting side).
+   * Rejects, with the link closed, if the handshake fails.
+   */
+  static async open(link: Link, role: "active" | "passive", options: SocketOptions = {}): Promise<SdpSocket> {
+    let s: SdpSocket;
+    try {
+      s = new SdpSocket(link, role, options);
+    } catch (e) {
+      link.close(e as Error);
+      throw e;
+    }
+    link.start(s.#events());
+    s.#engine.start(now());
+    s.#drain();
+    await s.#ready;
+    return s;
+  }
+
+  /** The peer's HELLO (its sizes and capabilities). */
+  get peer(): Hello | undefined {
+    return this.#engine.peer;
+  }
+
+  /** The threshold at and above which messages go by zcopy (when both sides can). */
+  get zcopyThreshold(): number {
+    return this.#zcopyThreshold;
+  }
+
+  #events(): LinkEvents {
+    return {
+      frame: (view, index) => this.#input(() => this.#engine.frame(view, index, now())),
+      sendDone: (slot) => this.#input(() => this.#engine.sendDone(slot, now())),
+      sendFailed: (slot, err) => this.#input(() => this.#engine.sendFailed(slot, err)),
+      readDone: (token) => this.#input(() => this.#engine.readDone(token, now())),
+      readFailed: (token, err) => this.#input(() => this.#engine.readFailed(token, err, now())),
+      closed: (err) => {
+        this.#linkClosed = true;
+        this.#input(() => this.#engine.linkClosed(err));
+        if (this.#engineClosed) this.#settleClosed();
+      },
+    };
+  }
+
+  #input(fn: () => void): void {
+    fn();
+    this.#drain();
+  }
+
+  send(bytes: Uint8Array): Promise<void> {
+    if (this.#closeRequested || this.#engineClosed) {
+      return Promise.reject(new Error("send failed: the socket is closed"));
+    }
+    if (bytes.length === 0) return Promise.reject(new RangeError("message of 0 bytes: a message must carry at least 1 byte"));
+    if (bytes.length > this.#maxMessageSize) {
+      return Promise.reject(
+        new RangeError(`message of ${bytes.length} bytes exceeds maxMessageSize ${this.#maxMessageSize}`),
+      );
+    }
+    const id = ++this.#nextId;
+    const p = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, arenaOffset: undefined }));
+    if (this.#waiting.length > 0 || !this.#admit(id, bytes, true)) {
+      this.#waiting.push({ kind: "send", id, bytes: bytes.slice() });
+    }
+    this.#drain();
+    return p;
+  }
+
+  /**
+   * Reserves `length` bytes of the registered source arena (waiting, in order,
+   * for space), for serializing a message straight into registered memory:
+   *
+   * ```ts
+   * const r = await socket.reserve(1024);
+   * const n = new TextEncoder().encodeInto("hello", r.bytes).written;
+   * await r.commit(n);
+   * ```
+   *
+   * On links without zcopy the space is an ordinary buffer.
+   */
+  reserve(length: number): Promise<Reservation> {
+    if (this.#closeRequested || this.#engineClosed) return Promise.reject(new Error("reserve failed: the socket is closed"));
+    if (!Number.isInteger(length) || length < 1 || length > this.#maxMessageSize) {
+      return Promise.reject(
+        new RangeError(`reserve of ${length} bytes: must be an integer in 1..maxMessageSize ${this.#maxMessageSize}`),
+      );
+    }
+    if (!this.#arena) return Promise.resolve(this.#reservation(new Uint8Array(length), undefined));
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ kind: "reserve", length, resolve, reject });
+      this.#admitWaiting();
+    });
+  }
+
+  #reservation(bytes: Uint8Array, offset: number | undefined): Reservation {
+    let used = false;
+    const take = (): void => {
+      if (used) throw new Error("reservation already committed or cancelled");
+      used = true;
+    };
+    return {
+      bytes,
+      commit: (length = bytes.length) => {
+        take();
+        if (!Number.isInteger(length) || length < 1 || length > bytes.length) {
+          if (offset !== undefined) this.#freeArena(offset);
+          return Promise.reject(new RangeError(`commit of ${length} bytes: must be in 1..${bytes.length}`));
+        }
+        if (this.#closeRequested || this.#engineClosed) {
+          if (offset !== undefined) this.#freeArena(offset);
+          return Promise.reject(new Error("send failed: the socket is closed"));
+        }
+        const id = ++this.#nextId;
+        const p = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, arenaOffset: offset }));
+        const view = bytes.subarray(0, length);
+        if (offset === undefined) {
+          if (this.#waiting.length > 0) this.#waiting.push({ kind: "send", id, bytes: view });
+          else this.#engine.send(id, view, undefined, false, now());
+        } else if (this.#waiting.length > 0) this.#waiting.push({ kind: "commit", id, bytes: view, offset });
+        else this.#engine.send(id, view, offset, false, now());
+        this.#drain();
+        return p;
+      },
+      cancel: () => {
+        take();
+        if (offset !== undefined) this.#freeArena(offset);
+      },
+    };
+  }
+
+  #freeArena(offset: number): void {
+    if (this.#linkClosed) return;
+    this.#arena!.free(offset);
+    this.#admitWaiting();
+    this.#drain();
+  }
+
+  /** Hands a message to the engine now if it can be; false if it must wait for arena space. */
+  #admit(id: number, bytes: Uint8Array, borrowed: boolean): boolean {
+    if (this.#arena && bytes.length >= this.#zcopyThreshold) {
+      const off = this.#arena.alloc(bytes.length);
+      if (off < 0) return false;
+      const view = this.#link.source!.bytes.subarray(off, off + bytes.length);
+      view.set(bytes);
+      this.#pending.get(id)!.arenaOffset = off;
+      this.#engine.send(id, view, off, false, now());
+      return true;
+    }
+    this.#engine.send(id, bytes, undefined, borrowed, now());
+    return true;
+  }
+
+  #admitWaiting(): void {
+    while (this.#waiting.length > 0 && !this.#engineClosed) {
+      const w = this.#waiting[0];
+      if (w.kind === "send") {
+        if (!this.#admit(w.id, w.bytes, false)) return;
+      } else if (w.kind === "commit") {
+        this.#engine.send(w.id, w.bytes, w.offset, false, now());
+      } else {
+        const off = this.#arena!.alloc(w.length);
+        if (off < 0) return;
+        w.resolve(this.#reservation(this.#link.source!.bytes.subarray(off, off + w.length), off));
+      }
+      this.#waiting.shift();
+    }
+  }
+
+  /** @internal called by a received message's `release()`. */
+  _release(handle: ReleaseHandle): void {
+    if (this.#engineClosed) return;
+    this.#engine.release(handle, now());
+    this.#drain();
+  }
+
+  #drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (;;) {
+        const actions = this.#engine.takeActions();
+        if (actions.length === 0) break;
+        for (const a of actions) this.#carryOut(a);
+        this.#admitWaiting();
+      }
+    } finally {
+      this.#draining = false;
+    }
+    this.#schedule();
+  }
+
+  #carryOut(a: EngineAction): void {
+    switch (a.type) {
+      case "post": {
+        const len = encodeFrame(this.#link.sendSlot(a.slot), a.frame, a.frame.body);
+        this.#link.postSend(a.slot, len);
+        return;
+      }
+      case "read":
+        this.#link.postRead(a.token, a.sinkOffset, a.length, a.vaddr, a.rkey);
+        return;
+      case "repost":
+        this.#link.repost(a.bufferIndex);
+        return;
+      case "deliver": {
+        const m = new Message(this, a.bytes, a.release);
+        if (this.#closeRequested) return m.release(); // the application closed: nobody will read it
+        const reader = this.#readers.shift();
+        if (reader) reader({ value: m, done: false });
+        else this.#inbox.push(m);
+        return;
+      }
+      case "resolve":
+      case "reject": {
+        const p = this.#pending.get(a.id);
+        if (!p) return;
+        this.#pending.delete(a.id);
+        if (p.arenaOffset !== undefined && !this.#linkClosed && !this.#engineClosed) this.#arena!.free(p.arenaOffset);
+        if (a.type === "resolve") p.resolve();
+        else p.reject(a.error);
+        return;
+      }
+      case "open":
+        this.#open.resolve(a.peer);
+        return;
+      case "close": {
+        this.#engineClosed = true;
+        this.#finalError = a.error;
+        this.#open.reject(a.error ?? new Error("the connection closed during the handshake"));
+        for (const m of this.#inbox) m.detach(); // unread messages survive the link's memory
+        this.#ended = true;
+        for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
+        for (const w of this.#waiting.splice(0)) {
+          const err = new Error(`send failed: ${a.error ? `connection closed: ${a.error.message}` : "the socket is closed"}`);
+          if (w.kind === "reserve") w.reject(err);
+          else {
+            const p = this.#pending.get(w.id);
+            this.#pending.delete(w.id);
+            p?.reject(err);
+          }
+        }
+        this.#link.close(a.error);
+        if (this.#linkClosed) this.#settleClosed();
+        return;
+      }
+    }
+  }
+
+  #settleClosed(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    this.#resolveClosed(this.#finalError);
+  }
+
+  #schedule(): void {
+    const at = this.#engineClosed ? Infinity : this.#engine.nextDeadline();
+    if (at === this.#timerAt) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = at;
+    if (at === Infinity) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.#input(() => this.#engine.tick(now()));
+    }, Math.max(0, Math.ceil(at - now())));
+    unref(this.#timer);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ReceivedMessage> {
+    return {
+      next: () => {
+        const m = this.#inbox.shift();
+        if (m) return Promise.resolve({ value: m, done: false });
+        if (this.#ended) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((r) => this.#readers.push(r));
+      },
+      return: () => Promise.resolve({ value: undefined, done: true }),
+    };
+  }
+
+  /** Closes the socket: pending sends reject, DISCONN is exchanged, the link is released. Idempotent. */
+  close(): Promise<void> {
+    if (!this.#closeRequested) {
+      this.#closeRequested = true;
+      for (const m of this.#inbox.splice(0)) m.release();
+      this.#input(() => this.#engine.close(now()));
+    }
+    return this.closed.then(() => {});
+  }
+
+  stats(): SocketStats {
+    return { ...this.#engine.stats };
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

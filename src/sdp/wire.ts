@@ -1,0 +1,346 @@
+/**
+ * The wire codec: SDP's base header (BSDH) and the bodies of DESIGN.md §3.
+ *
+ * Every frame starts with the 16-byte base header, all integers big-endian:
+ *
+ * ```
+ *  0      1      2             4                     8                    12                   16
+ *  +------+------+-------------+---------------------+--------------------+--------------------+
+ *  | mid  |flags |    bufs     |        len          |       mseq         |     mseq_ack       |
+ *  +------+------+-------------+---------------------+--------------------+--------------------+
+ *   u8     u8     u16           u32 (whole frame)     u32                  u32
+ * ```
+ *
+ * Bodies (after the header):
+ *
+ * - HELLO (0x00) / HELLO_ACK (0x01), 16 bytes:
+ *   `u16 version; u16 capabilities; u32 recvBufferSize; u32 recvBufferCount; u32 maxMessageSize`.
+ *   `capabilities` bit 0 (`CAP_ZCOPY_READ`): this side can RDMA READ a SrcAvail
+ *   (it has a registered sink); other bits are zero. `recvBufferSize` is the
+ *   largest frame this side can receive, `recvBufferCount` its posted buffers,
+ *   `maxMessageSize` the largest message it accepts.
+ * - DATA (0xFF): payload bytes. `flags` bit 0 (`DATA_MORE`): more fragments of
+ *   this message follow. `flags` bit 1 (`DATA_HEAD`): first fragment of a
+ *   message split across frames; the body then starts with `u32 totalLength`.
+ *   HEAD requires MORE. A DATA frame with no payload and no flags is a pure
+ *   credit update / acknowledgement (as in SDP), so messages are never empty.
+ * - SrcAvail (0xFE), 16 bytes: `u32 len; u32 rkey; u64 vaddr`.
+ * - RdmaRdCompl (0x06), 4 bytes: `u32 len`.
+ * - SendSM (0x04), SrcAvailCancel (0x08), DISCONN (0x02), ABORT (0x03): no body.
+ *
+ * Flags other than the DATA bits above must be zero. Sequence numbers are
+ * checked here too: `mseq` must be exactly the previous one plus one (mod 2^32).
+ *
+ * @module
+ */
+
+/** Message ids (SDP's numbers). */
+export const MID = {
+  Hello: 0x00,
+  HelloAck: 0x01,
+  Disconn: 0x02,
+  Abort: 0x03,
+  SendSM: 0x04,
+  RdmaRdCompl: 0x06,
+  SrcAvailCancel: 0x08,
+  SrcAvail: 0xfe,
+  Data: 0xff,
+} as const;
+
+export const HEADER_SIZE = 16;
+export const HELLO_BODY_SIZE = 16;
+export const SRCAVAIL_BODY_SIZE = 16;
+export const RDMARDCOMPL_BODY_SIZE = 4;
+/** Bytes of the `u32 totalLength` that starts a HEAD fragment's body. */
+export const DATA_HEAD_SIZE = 4;
+export const PROTOCOL_VERSION = 1;
+export const CAP_ZCOPY_READ = 0x0001;
+export const DATA_MORE = 0x01;
+export const DATA_HEAD = 0x02;
+/** Smallest receive buffer a peer may announce: a header plus a useful payload. */
+export const MIN_RECV_BUFFER_SIZE = 64;
+/** Fewest receive buffers a peer may announce: two credits are held back for control frames. */
+export const MIN_RECV_BUFFER_COUNT = 4;
+
+const MID_NAMES: Record<number, string> = {
+  0x00: "HELLO",
+  0x01: "HELLO_ACK",
+  0x02: "DISCONN",
+  0x03: "ABORT",
+  0x04: "SendSM",
+  0x06: "RdmaRdCompl",
+  0x08: "SrcAvailCancel",
+  0xfe: "SrcAvail",
+  0xff: "DATA",
+};
+
+/** Name of a message id, e.g. `midName(0xfe)` is "SrcAvail". */
+export function midName(mid: number): string {
+  return MID_NAMES[mid] ?? `unknown(0x${hex(mid)})`;
+}
+
+function hex(n: number): string {
+  return n.toString(16).padStart(2, "0");
+}
+
+/** Malformed or out-of-order input from the peer; closes that connection alone. */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(`protocol error: ${message}`);
+    this.name = "ProtocolError";
+  }
+}
+
+/** The HELLO / HELLO_ACK body. */
+export interface Hello {
+  version: number;
+  /** The sender can RDMA READ a SrcAvail. */
+  zcopyRead: boolean;
+  recvBufferSize: number;
+  recvBufferCount: number;
+  maxMessageSize: number;
+}
+
+/** A decoded frame body, by message id. */
+export type Body =
+  | { mid: typeof MID.Hello | typeof MID.HelloAck; hello: Hello }
+  | {
+    mid: typeof MID.Data;
+    /** More fragments of this message follow. */
+    more: boolean;
+    /** Set on the first fragment of a multi-frame message: the whole message's length. */
+    total: number | undefined;
+    payload: Uint8Array;
+  }
+  | { mid: typeof MID.SrcAvail; len: number; rkey: number; vaddr: bigint }
+  | { mid: typeof MID.RdmaRdCompl; len: number }
+  | {
+    mid: typeof MID.SendSM | typeof MID.SrcAvailCancel | typeof MID.Disconn | typeof MID.Abort;
+  };
+
+/** The header fields that change from frame to frame. */
+export interface HeaderFields {
+  bufs: number;
+  mseq: number;
+  mseqAck: number;
+}
+
+/** A whole decoded frame. */
+export type Frame = HeaderFields & { body: Body };
+
+// Fixed frames (header only), built once: encoding copies the template and
+// patches bufs/mseq/mseq_ack.
+function fixedTemplate(mid: number): Uint8Array {
+  const t = new Uint8Array(HEADER_SIZE);
+  t[0] = mid;
+  new DataView(t.buffer).setUint32(4, HEADER_SIZE);
+  return t;
+}
+const FIXED: Partial<Record<number, Uint8Array>> = {
+  [MID.SendSM]: fixedTemplate(MID.SendSM),
+  [MID.SrcAvailCancel]: fixedTemplate(MID.SrcAvailCancel),
+  [MID.Disconn]: fixedTemplate(MID.Disconn),
+  [MID.Abort]: fixedTemplate(MID.Abort),
+};
+
+/** The bodies the engine sends without payload, built once. */
+export const SEND_SM: Body = Object.freeze({ mid: MID.SendSM });
+export const SRCAVAIL_CANCEL: Body = Object.freeze({ mid: MID.SrcAvailCancel });
+export const DISCONN: Body = Object.freeze({ mid: MID.Disconn });
+export const ABORT: Body = Object.freeze({ mid: MID.Abort });
+/** A DATA frame with no payload: a credit update / acknowledgement. */
+export const CREDIT_UPDATE: Body = Object.freeze({
+  mid: MID.Data,
+  more: false,
+  total: undefined,
+  payload: new Uint8Array(0),
+});
+
+/** Encoded size of a frame with this body. */
+export function frameSize(body: Body): number {
+  switch (body.mid) {
+    case MID.Hello:
+    case MID.HelloAck:
+      return HEADER_SIZE + HELLO_BODY_SIZE;
+    case MID.Data:
+      return HEADER_SIZE + (body.total !== undefined ? DATA_HEAD_SIZE : 0) + body.payload.length;
+    case MID.SrcAvail:
+      return HEADER_SIZE + SRCAVAIL_BODY_SIZE;
+    case MID.RdmaRdCompl:
+      return HEADER_SIZE + RDMARDCOMPL_BODY_SIZE;
+    default:
+      return HEADER_SIZE;
+  }
+}
+
+function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/**
+ * Encodes a frame into `target` (a send slot) and returns its length.
+ * Throws a RangeError if it does not fit.
+ */
+export function encodeFrame(target: Uint8Array, h: HeaderFields, body: Body): number {
+  const len = frameSize(body);
+  if (len > target.length) {
+    throw new RangeError(`${midName(body.mid)} frame of ${len} bytes does not fit a ${target.length}-byte send slot`);
+  }
+  const fixed = FIXED[body.mid];
+  if (fixed) target.set(fixed);
+  const dv = view(target);
+  let flags = 0;
+  if (body.mid === MID.Data) flags = (body.more ? DATA_MORE : 0) | (body.total !== undefined ? DATA_HEAD : 0);
+  if (!fixed) {
+    dv.setUint8(0, body.mid);
+    dv.setUint8(1, flags);
+    dv.setUint32(4, len);
+  }
+  dv.setUint16(2, h.bufs);
+  dv.setUint32(8, h.mseq >>> 0);
+  dv.setUint32(12, h.mseqAck >>> 0);
+  const o = HEADER_SIZE;
+  switch (body.mid) {
+    case MID.Hello:
+    case MID.HelloAck: {
+      const m = body.hello;
+      dv.setUint16(o, m.version);
+      dv.setUint16(o + 2, m.zcopyRead ? CAP_ZCOPY_READ : 0);
+      dv.setUint32(o + 4, m.recvBufferSize);
+      dv.setUint32(o + 8, m.recvBufferCount);
+      dv.setUint32(o + 12, m.maxMessageSize);
+      break;
+    }
+    case MID.Data:
+      if (body.total !== undefined) {
+        dv.setUint32(o, body.total);
+        target.set(body.payload, o + DATA_HEAD_SIZE);
+      } else {
+        target.set(body.payload, o);
+      }
+      break;
+    case MID.SrcAvail:
+      dv.setUint32(o, body.len);
+      dv.setUint32(o + 4, body.rkey >>> 0);
+      dv.setBigUint64(o + 8, body.vaddr);
+      break;
+    case MID.RdmaRdCompl:
+      dv.setUint32(o, body.len);
+      break;
+  }
+  return len;
+}
+
+/** Encodes into a fresh array (tests, tools). */
+export function encode(h: HeaderFields, body: Body): Uint8Array {
+  const out = new Uint8Array(frameSize(body));
+  encodeFrame(out, h, body);
+  return out;
+}
+
+function bodyLength(mid: number, actual: number, exact: number): void {
+  if (actual !== exact) {
+    throw new ProtocolError(`${midName(mid)} body of ${actual} bytes: expected exactly ${exact}`);
+  }
+}
+
+/**
+ * Decodes and validates one frame. `expectedMseq` is the sequence number the
+ * frame must carry (previous + 1). DATA payloads are views into `bytes`.
+ * Throws `ProtocolError` naming what was wrong and the bad value.
+ */
+export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
+  if (bytes.length < HEADER_SIZE) {
+    throw new ProtocolError(`frame of ${bytes.length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
+  }
+  const dv = view(bytes);
+  const mid = dv.getUint8(0);
+  const flags = dv.getUint8(1);
+  const bufs = dv.getUint16(2);
+  const len = dv.getUint32(4);
+  const mseq = dv.getUint32(8);
+  const mseqAck = dv.getUint32(12);
+  if (len !== bytes.length) {
+    throw new ProtocolError(`declared length ${len} does not match the ${bytes.length} bytes received`);
+  }
+  if (!(mid in MID_NAMES)) throw new ProtocolError(`unknown message id 0x${hex(mid)}`);
+  const allowedFlags = mid === MID.Data ? DATA_MORE | DATA_HEAD : 0;
+  if ((flags & ~allowedFlags) !== 0) {
+    throw new ProtocolError(`flags 0x${hex(flags)} on ${midName(mid)}: reserved bits must be zero`);
+  }
+  if (mseq !== (expectedMseq >>> 0)) {
+    throw new ProtocolError(`${midName(mid)} mseq ${mseq} out of sequence: expected ${expectedMseq >>> 0}`);
+  }
+  const o = HEADER_SIZE;
+  const n = len - HEADER_SIZE;
+  let body: Body;
+  switch (mid) {
+    case MID.Hello:
+    case MID.HelloAck: {
+      bodyLength(mid, n, HELLO_BODY_SIZE);
+      const caps = dv.getUint16(o + 2);
+      if ((caps & ~CAP_ZCOPY_READ) !== 0) {
+        throw new ProtocolError(`${midName(mid)} capabilities 0x${caps.toString(16)}: unknown bits set`);
+      }
+      const hello: Hello = {
+        version: dv.getUint16(o),
+        zcopyRead: (caps & CAP_ZCOPY_READ) !== 0,
+        recvBufferSize: dv.getUint32(o + 4),
+        recvBufferCount: dv.getUint32(o + 8),
+        maxMessageSize: dv.getUint32(o + 12),
+      };
+      if (hello.version !== PROTOCOL_VERSION) {
+        throw new ProtocolError(`${midName(mid)} version ${hello.version} not supported (this side speaks ${PROTOCOL_VERSION})`);
+      }
+      if (hello.recvBufferSize < MIN_RECV_BUFFER_SIZE) {
+        throw new ProtocolError(`${midName(mid)} recvBufferSize ${hello.recvBufferSize} is below the minimum ${MIN_RECV_BUFFER_SIZE}`);
+      }
+      if (hello.recvBufferCount < MIN_RECV_BUFFER_COUNT || hello.recvBufferCount > 0xffff) {
+        throw new ProtocolError(
+          `${midName(mid)} recvBufferCount ${hello.recvBufferCount} is outside ${MIN_RECV_BUFFER_COUNT}..65535`,
+        );
+      }
+      if (hello.maxMessageSize < 1) throw new ProtocolError(`${midName(mid)} maxMessageSize 0: must be at least 1`);
+      body = { mid, hello };
+      break;
+    }
+    case MID.Data: {
+      const more = (flags & DATA_MORE) !== 0;
+      const head = (flags & DATA_HEAD) !== 0;
+      if (head && !more) throw new ProtocolError(`DATA with HEAD but not MORE: a HEAD fragment must be followed by more`);
+      if (head) {
+        if (n < DATA_HEAD_SIZE) throw new ProtocolError(`DATA HEAD body of ${n} bytes has no room for its 4-byte total length`);
+        const total = dv.getUint32(o);
+        const payload = bytes.subarray(o + DATA_HEAD_SIZE);
+        if (total <= payload.length) {
+          throw new ProtocolError(`DATA HEAD total length ${total} is not larger than its own ${payload.length}-byte payload`);
+        }
+        body = { mid, more, total, payload };
+      } else {
+        if (more && n === 0) throw new ProtocolError(`DATA fragment with MORE and no payload`);
+        body = { mid, more, total: undefined, payload: bytes.subarray(o) };
+      }
+      break;
+    }
+    case MID.SrcAvail: {
+      bodyLength(mid, n, SRCAVAIL_BODY_SIZE);
+      const slen = dv.getUint32(o);
+      if (slen === 0) throw new ProtocolError(`SrcAvail of 0 bytes`);
+      body = { mid, len: slen, rkey: dv.getUint32(o + 4), vaddr: dv.getBigUint64(o + 8) };
+      break;
+    }
+    case MID.RdmaRdCompl:
+      bodyLength(mid, n, RDMARDCOMPL_BODY_SIZE);
+      body = { mid, len: dv.getUint32(o) };
+      break;
+    default:
+      bodyLength(mid, n, 0);
+      body = { mid } as Body;
+  }
+  return { bufs, mseq, mseqAck, body };
+}
+
+/** Reads the declared length of a frame whose first 8 bytes are available (stream framing). */
+export function declaredLength(bytes: Uint8Array, offset: number): number {
+  return ((bytes[offset + 4] << 24) | (bytes[offset + 5] << 16) | (bytes[offset + 6] << 8) | bytes[offset + 7]) >>> 0;
+}
