@@ -4,11 +4,16 @@ import { RmiEndpoint } from "../src/rmi/endpoint.ts";
 import { RemoteError, RmiClosedError, RmiTimeoutError } from "../src/rmi/errors.ts";
 import { encodeCall } from "../src/rmi/frame.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
-import { memoryPair } from "./fixtures/cluster_memory_socket.ts";
+import { loopbackPair } from "../src/sdp/loopback.ts";
 
 type PairFactory = () => Promise<[MessageSocket, MessageSocket]>;
 
-const transports: [string, PairFactory][] = [["memory", () => Promise.resolve(memoryPair())]];
+const transports: [string, PairFactory][] = [
+  ["loopback", async () => {
+    const [a, b] = await loopbackPair();
+    return [a, b];
+  }],
+];
 
 function quietLogger() {
   const lines: string[] = [];

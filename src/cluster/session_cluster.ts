@@ -223,7 +223,42 @@ export class SessionCluster {
     const delta = this.store.commit(id, set, del);
     const record = this.store.get(id)!;
     this.#ensureSecondary(record);
-    return this.#afterAdopt(id, this.replicator.replicate(delta, record.secondary, ...this.#mode(options)));
+    const [ack, bound] = this.#mode(options);
+    const started = performance.now();
+    const secondary = record.secondary;
+    const first = this.replicator.replicate(delta, secondary, ack, bound);
+    return this.#afterAdopt(id, this.#retryElsewhere(record, secondary, first, ack, bound, started));
+  }
+
+  /**
+   * If the secondary's connection failed under this replication (it died),
+   * picks another secondary at once and sends it the whole session, within
+   * what is left of the bound, instead of leaving the change unreplicated
+   * until failure detection catches up.
+   */
+  async #retryElsewhere(
+    record: SessionRecord,
+    failed: string | undefined,
+    work: Promise<ReplicationOutcome>,
+    ack: AckMode,
+    bound: number,
+    started: number,
+  ): Promise<ReplicationOutcome> {
+    const outcome = await work;
+    if (outcome !== "failed" || ack === "none" || record.expired || record.role !== "primary") return outcome;
+    // Failure detection may already have moved the session to a new secondary; else choose one now.
+    let next = record.secondary;
+    if (next === failed || next === undefined || !this.node.isAlive(next)) {
+      const self = this.node.peers.get(this.self)!;
+      next = chooseSecondary(record.id, self, this.node.alivePeers().filter((p) => p.id !== failed));
+    }
+    const left = bound - (performance.now() - started);
+    if (next === undefined || left <= 0) return outcome;
+    if (record.secondary !== next) {
+      record.secondary = next;
+      this.#counts.rereplicated++;
+    }
+    return this.replicator.replicateSnapshot(record.id, next, ack, left);
   }
 
   /** Records an access; replicates only when the replica's access time would fall too far behind. */
