@@ -271,7 +271,8 @@ export class Engine {
       this.#actions.push({ type: "reject", id, error: new Error("send failed: the socket is closed") });
       return;
     }
-    const err = this.#sizeError(bytes.length, this.options.maxMessageSize);
+    const err = this.#sizeError(bytes.length, this.options.maxMessageSize) ??
+      (this.#peer ? this.#sizeError(bytes.length, this.#peer.maxMessageSize, "the peer's ") : undefined);
     if (err) {
       this.#actions.push({ type: "reject", id, error: err });
       return;
