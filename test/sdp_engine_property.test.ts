@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { pattern, Sim } from "./fixtures/sdp_engine_sim.ts";
 
-const RUNS = Number(process.env.SDP_PROPERTY_RUNS ?? 60);
+const RUNS = Number(process.env.SDP_PROPERTY_RUNS ?? 150);
 
 interface Plan {
   seed: number;
