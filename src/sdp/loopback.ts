@@ -44,7 +44,7 @@ export interface LoopbackEvent {
 }
 
 /** What to do with an event. */
-export type LoopbackVerdict = "deliver" | "drop" | { delayMs: number } | { fail: string };
+export type LoopbackVerdict = "deliver" | "drop" | "hold" | { delayMs: number } | { fail: string };
 
 /** Fault injection and scheduling control for one loopback pair. */
 export class LoopbackFaults {
@@ -90,6 +90,13 @@ export class LoopbackFaults {
     this.#once.push({ side, kind: "readDone", verdict: { fail: status } });
   }
 
+  /** Lets every event held by a "hold" verdict run (in its channel's order). */
+  releaseHeld(): void {
+    this._release?.();
+  }
+
+  /** @internal */ _release: (() => void) | undefined;
+
   /** Disconnects the pair now: both sides see `closed` with this error. */
   disconnect(error: Error = new Error("loopback disconnected")): void {
     this._disconnect?.(error);
@@ -127,6 +134,10 @@ class Scheduler {
 
   constructor(faults: LoopbackFaults) {
     this.faults = faults;
+    faults._release = () => {
+      for (const q of this.#channels.values()) if (q[0]?.notBefore === Infinity) q[0].notBefore = 0;
+      this.#arm();
+    };
   }
 
   add(channel: string, event: LoopbackEvent, run: (v: LoopbackVerdict) => void): void {
@@ -163,13 +174,16 @@ class Scheduler {
         const h = q[0];
         if (h.verdict === undefined) {
           h.verdict = this.faults._verdict(h.event);
-          if (typeof h.verdict === "object" && "delayMs" in h.verdict) {
+          if (h.verdict === "hold") {
+            h.notBefore = Infinity;
+            h.verdict = "deliver";
+          } else if (typeof h.verdict === "object" && "delayMs" in h.verdict) {
             h.notBefore = t + h.verdict.delayMs;
             h.verdict = "deliver";
           }
         }
         if (h.notBefore > t) {
-          wakeAt = Math.min(wakeAt, h.notBefore);
+          if (h.notBefore !== Infinity) wakeAt = Math.min(wakeAt, h.notBefore);
           continue;
         }
         heads.push(h);

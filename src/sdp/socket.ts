@@ -5,8 +5,10 @@
  * carried out in order (encode a frame into a send slot and post it, post a
  * READ, repost a buffer, deliver a message, settle a send, close the link).
  * Progress is driven by the link's completions alone; the only timer is the
- * engine's next deadline (handshake, cancel, close), unref'd and cleared on
- * close so an idle process can exit.
+ * engine's next deadline (handshake, cancel, close). It exists only while
+ * such work is pending (an idle open socket has none) and is cleared on
+ * close, so it never keeps an idle process alive; while it exists it is
+ * ref'd, because an awaited send or close depends on it.
  *
  * Memory: `send(bytes)` copies once: into the registered source arena when
  * the message goes by zcopy (waiting, in order, for arena space), otherwise
@@ -65,13 +67,6 @@ interface PendingSend {
 
 function now(): number {
   return performance.now();
-}
-
-function unref(t: ReturnType<typeof setTimeout>): void {
-  if (typeof t === "object" && t !== null && "unref" in t) (t as { unref(): void }).unref();
-  else if (typeof (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer === "function") {
-    (globalThis as unknown as { Deno: { unrefTimer(id: number): void } }).Deno.unrefTimer(t as unknown as number);
-  }
 }
 
 class Message implements ReceivedMessage {
@@ -257,14 +252,15 @@ export class SdpSocket implements MessageSocket {
 
   #reservation(bytes: Uint8Array, offset: number | undefined): Reservation {
     let used = false;
-    const take = (): void => {
-      if (used) throw new Error("reservation already committed or cancelled");
+    const take = (): boolean => {
+      if (used) return false;
       used = true;
+      return true;
     };
     return {
       bytes,
       commit: (length = bytes.length) => {
-        take();
+        if (!take()) return Promise.reject(new Error("reservation already committed or cancelled"));
         if (!Number.isInteger(length) || length < 1 || length > bytes.length) {
           if (offset !== undefined) this.#freeArena(offset);
           return Promise.reject(new RangeError(`commit of ${length} bytes: must be in 1..${bytes.length}`));
@@ -285,7 +281,7 @@ export class SdpSocket implements MessageSocket {
         return p;
       },
       cancel: () => {
-        take();
+        if (!take()) return;
         if (offset !== undefined) this.#freeArena(offset);
       },
     };
@@ -428,7 +424,6 @@ export class SdpSocket implements MessageSocket {
       this.#timerAt = Infinity;
       this.#input(() => this.#engine.tick(now()));
     }, Math.max(0, Math.ceil(at - now())));
-    unref(this.#timer);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<ReceivedMessage> {
