@@ -331,7 +331,8 @@ export class Engine {
   /** The send posted from `slot` failed: the connection is lost. */
   sendFailed(_slot: number, error: Error): void {
     if (this.#state === "closed") return;
-    this.#finish(new Error(`frame send failed: ${error.message}`, { cause: error }));
+    const e = new Error(`frame send failed: ${error.message}`, { cause: error });
+    this.#finish(e, `connection lost: ${e.message}`);
   }
 
   /** The RDMA READ with `token` completed. */
