@@ -3,7 +3,18 @@ import assert from "node:assert/strict";
 import { SessionCluster, type SessionClusterOptions } from "../src/cluster/session_cluster.ts";
 import { parseSessionCookie } from "../src/cluster/cookie.ts";
 import type { PeerConfig } from "../src/cluster/peers.ts";
-import { MemoryNetwork } from "./fixtures/cluster_memory_socket.ts";
+import { connect, listen } from "../src/sdp/mod.ts";
+import type { MessageListener } from "../src/sdp/types.ts";
+
+/** In-process listeners (loopback transport) for `ids`, and the peer list naming them. */
+async function loopbackPeers(ids: string[]): Promise<{ listeners: Map<string, MessageListener>; peers: PeerConfig[] }> {
+  const listeners = new Map<string, MessageListener>();
+  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `node-${id}`, port: 0 }));
+  const peers = ids.map((id) => ({ id, host: `node-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" as const }));
+  return { listeners, peers };
+}
+
+const dial = (p: PeerConfig) => connect({ transport: "loopback", host: p.host, port: p.port });
 
 const SECRET = "test-cluster-secret-0123456789";
 
@@ -13,8 +24,7 @@ function quiet() {
 }
 
 async function startCluster(ids: string[], extra: Partial<SessionClusterOptions> = {}) {
-  const net = new MemoryNetwork();
-  const peers: PeerConfig[] = ids.map((id) => ({ id, host: id, port: 0 }));
+  const { listeners, peers } = await loopbackPeers(ids);
   const log = quiet();
   const nodes = new Map<string, SessionCluster>();
   for (const id of ids) {
@@ -24,8 +34,8 @@ async function startCluster(ids: string[], extra: Partial<SessionClusterOptions>
         self: id,
         peers,
         secret: SECRET,
-        listener: net.listen(id),
-        dial: (p) => net.dial(p.host),
+        listener: listeners.get(id)!,
+        dial,
         logger: log,
         heartbeatIntervalMs: 50,
         heartbeatTimeoutMs: 500,
@@ -34,7 +44,7 @@ async function startCluster(ids: string[], extra: Partial<SessionClusterOptions>
     );
   }
   for (const n of nodes.values()) assert.ok(await n.waitForPeers(5000), "peers up");
-  return { net, nodes, log, peers, close: () => Promise.all([...nodes.values()].map((n) => n.close())) };
+  return { nodes, log, peers, close: () => Promise.all([...nodes.values()].map((n) => n.close())) };
 }
 
 async function until(check: () => boolean, what: string, ms = 5000) {
@@ -170,17 +180,16 @@ test("cluster replica rejects a stale primary after a takeover (epoch fencing)",
 });
 
 test("cluster rejects a peer without the secret and closes its connection", async () => {
-  const net = new MemoryNetwork();
-  const peers: PeerConfig[] = [{ id: "a", host: "a", port: 0 }, { id: "b", host: "b", port: 0 }];
+  const { listeners, peers } = await loopbackPeers(["a", "b"]);
   const logA = quiet();
   const logB = quiet();
-  const a = new SessionCluster({ self: "a", peers, secret: SECRET, listener: net.listen("a"), dial: (p) => net.dial(p.host), logger: logA });
+  const a = new SessionCluster({ self: "a", peers, secret: SECRET, listener: listeners.get("a")!, dial, logger: logA });
   const b = new SessionCluster({
     self: "b",
     peers,
     secret: "the-wrong-secret-for-this-cluster",
-    listener: net.listen("b"),
-    dial: (p) => net.dial(p.host),
+    listener: listeners.get("b")!,
+    dial,
     logger: logB,
   });
   assert.equal(await a.waitForPeers(500), false);

@@ -7,8 +7,8 @@ import { withSessions } from "../src/http/with_sessions.ts";
 import type { Session } from "../src/http/session.ts";
 import { SessionTooLargeError } from "../src/session/errors.ts";
 import type { AckMode } from "../src/rmi/types.ts";
-import type { MessageSocket } from "../src/sdp/types.ts";
-import { MemoryNetwork } from "./fixtures/cluster_memory_socket.ts";
+import type { MessageListener, MessageSocket } from "../src/sdp/types.ts";
+import { connect, listen } from "../src/sdp/mod.ts";
 
 const SECRET = "http-test-cluster-secret-012345";
 
@@ -71,9 +71,10 @@ class Stall {
 }
 
 async function startShop(ids: string[], ackMode: AckMode = "transport", ackTimeoutMs = 1000) {
-  const net = new MemoryNetwork();
   const stall = new Stall();
-  const peers: PeerConfig[] = ids.map((id) => ({ id, host: id, port: 0 }));
+  const listeners = new Map<string, MessageListener>();
+  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `shop-${id}`, port: 0 }));
+  const peers: PeerConfig[] = ids.map((id) => ({ id, host: `shop-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" }));
   const logger = { warn: () => {} };
   const clusters = new Map<string, SessionCluster>();
   const servers = new Map<string, RunningServer>();
@@ -82,8 +83,8 @@ async function startShop(ids: string[], ackMode: AckMode = "transport", ackTimeo
       self: id,
       peers,
       secret: SECRET,
-      listener: net.listen(id),
-      dial: async (p) => stall.wrap(await net.dial(p.host)),
+      listener: listeners.get(id)!,
+      dial: async (p) => stall.wrap(await connect({ transport: "loopback", host: p.host, port: p.port })),
       logger,
       ackMode,
       ackTimeoutMs,

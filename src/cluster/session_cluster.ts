@@ -16,7 +16,8 @@
  * - `drop({id, epoch})`: forget a replica superseded by a newer epoch.
  *
  * Failover, when a request names a session this server is not primary of:
- * 1. If the cookie's primary is up, take the session over from it.
+ * 1. If the session's primary is up (as named by a local replica or redirect,
+ *    else by the cookie), take the session over from it.
  * 2. Else, if this server holds the replica, promote it (after draining).
  * 3. Else fetch it from the cookie's secondary (`fetch` in `applied` mode).
  * 4. Follow `moved` redirects (at most 3 hops).
@@ -110,6 +111,11 @@ export interface SessionClusterStats {
   };
 }
 
+/** The session exists but cannot be served right now (its primary is up yet unreachable for a takeover). */
+export class SessionUnavailableError extends Error {
+  override name = "SessionUnavailableError";
+}
+
 /** Per-call replication options of the request path. */
 export interface ReplicateOptions {
   /** @default the cluster's `ackMode` */
@@ -127,6 +133,7 @@ export class SessionCluster {
   readonly ackTimeoutMs: number;
   #logger: RmiLogger;
   #fetchTimeoutMs: number;
+  #heartbeatTimeoutMs: number;
   #drainTimeoutMs: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #takeovers = new Map<string, Promise<SessionRecord | undefined>>();
@@ -140,6 +147,7 @@ export class SessionCluster {
     this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
     this.#logger = options.logger ?? console;
     this.#fetchTimeoutMs = options.fetchTimeoutMs ?? 5000;
+    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 2000;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? 2 * (options.heartbeatTimeoutMs ?? 2000);
     this.store = new SessionStore({
       self: options.self,
@@ -193,7 +201,8 @@ export class SessionCluster {
   /**
    * The live session named by `locator`, taken over from another server if
    * this one is not its primary (see failover at the top). `undefined` when it
-   * does not exist anywhere, has expired, or could not be reached.
+   * does not exist anywhere, has expired, or could not be reached. Rejects
+   * with `SessionUnavailableError` when taking it over would risk two primaries.
    */
   open(locator: SessionLocator | undefined): Promise<SessionRecord | undefined> {
     if (locator === undefined || !isValidSessionId(locator.id)) return Promise.resolve(undefined);
@@ -352,27 +361,42 @@ export class SessionCluster {
     let reply: FetchReply | undefined;
     let oldHolder: string | undefined;
     let migrated = false;
-    // 1. A live primary hands the session over.
-    let source: string | undefined = local?.role === "moved" ? local.primary : locator.primary;
-    for (let hop = 0; hop < 4 && source !== undefined; hop++) {
-      if (source === this.self || tried.has(source) || !this.node.isAlive(source)) break;
-      tried.add(source);
-      reply = await this.#fetch(source, id, true, false);
-      if (reply?.status === "moved") {
-        source = reply.to;
-        reply = undefined;
-        continue;
+    // 1. A live primary hands the session over: the one a local redirect or
+    //    replica names (it is the most recent), then the cookie's.
+    const sources = [
+      local?.role === "moved" || local?.role === "replica" ? local.primary : undefined,
+      locator.primary,
+    ].filter((p): p is string => p !== undefined);
+    for (let source of sources) {
+      for (let hop = 0; hop < 4 && reply === undefined; hop++) {
+        if (source === this.self || tried.has(source) || !this.node.isAlive(source)) break;
+        tried.add(source);
+        reply = await this.#fetch(source, id, true, false);
+        if (reply?.status === "moved") {
+          source = reply.to;
+          reply = undefined;
+          continue;
+        }
+        if (reply?.status === "found") {
+          migrated = true;
+          oldHolder = this.store.get(id)?.role === "replica" ? undefined : locator.secondary;
+        }
+        if (reply?.status === "missing") reply = undefined;
       }
-      if (reply?.status === "found") {
-        migrated = true;
-        oldHolder = locator.secondary;
-      }
-      break;
+      if (reply !== undefined) break;
     }
     if (reply === undefined || reply.status === "missing") {
       // 2. Promote the local replica of a dead primary.
       const replica = this.store.get(id);
       if (replica?.role === "replica" && !replica.expired) {
+        // A primary that did not answer the takeover may be dying: give failure detection its time.
+        if (this.node.isAlive(replica.primary)) await this.#awaitDown(replica.primary, this.#heartbeatTimeoutMs + 500);
+        if (this.node.isAlive(replica.primary)) {
+          // Its primary lives but did not hand it over: promoting the copy would make two primaries.
+          throw new SessionUnavailableError(
+            `session '${id}': its primary '${replica.primary}' is up but did not hand it over; try again`,
+          );
+        }
         await this.node.inboundDrained(replica.primary, this.#drainTimeoutMs);
         if (this.store.expireReplicaIfIdle(id)) reply = { status: "expired" };
         else {
@@ -400,6 +424,11 @@ export class SessionCluster {
     const record = this.store.adopt(reply.snapshot, this.#chooseSecondary(id));
     this.#unreplicated.set(id, oldHolder);
     return record;
+  }
+
+  async #awaitDown(peer: string, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.node.isAlive(peer) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
   async #fetch(peer: string, id: string, takeover: boolean, primaryGone: boolean): Promise<FetchReply | undefined> {

@@ -12,6 +12,8 @@
  * Per request:
  * 1. Read the cookie `id!primary!secondary`; find the session, taking it over
  *    from another server if its primary is gone (`SessionCluster.open`).
+ *    If it cannot be taken over safely right now, answer 503 with Retry-After
+ *    (the handler does not run).
  * 2. Run the handler.
  * 3. Commit its changes as one delta and replicate it, waiting per the ack
  *    mode (`none`: not at all; `transport`: until the bytes are in the
@@ -24,7 +26,7 @@
  */
 
 import { parseSessionCookie, readCookie } from "../cluster/cookie.ts";
-import type { SessionCluster } from "../cluster/session_cluster.ts";
+import { type SessionCluster, SessionUnavailableError } from "../cluster/session_cluster.ts";
 import type { AckMode } from "../rmi/types.ts";
 import type { ReplicationOutcome } from "../session/replicator.ts";
 import { Session } from "./session.ts";
@@ -78,7 +80,7 @@ export interface WithSessionsOptions {
  * // Bun:  Bun.serve({ port: 8080, fetch: app })
  * // Deno: Deno.serve({ port: 8080 }, app)
  * import { withSessions } from "./with_sessions.ts";
- * import type { SessionCluster } from "../cluster/session_cluster.ts";
+ * import { type SessionCluster, SessionUnavailableError } from "../cluster/session_cluster.ts";
  * declare const cluster: SessionCluster;
  * const app = withSessions((request, session) => {
  *   const visits = (session.get<number>("visits") ?? 0) + 1;
@@ -102,7 +104,15 @@ export function withSessions<Info = unknown>(
   return async (request: Request, info?: Info): Promise<Response> => {
     const incoming = readCookie(request.headers.get("cookie"), cookieName);
     const locator = parseSessionCookie(incoming);
-    const record = await cluster.open(locator);
+    let record;
+    try {
+      record = await cluster.open(locator);
+    } catch (error) {
+      if (error instanceof SessionUnavailableError) {
+        return new Response("session temporarily unavailable", { status: 503, headers: { "retry-after": "1" } });
+      }
+      throw error;
+    }
     const session = new Session(cluster, record);
     let response = await handler(request, session, info as Info);
     const outcome: ReplicationOutcome | undefined = await session.commit(ack, boundMs);
