@@ -30,6 +30,7 @@ const PROMISE_BIT = 0x80000000;
 const RECV_BIT = 0x40000000;
 const USER_MASK = 0x3fffffff;
 const SIGNALED = 1;
+const WR_FLUSH_ERR = 5;
 
 export const OPCODE = { SEND: 0, RDMA_WRITE: 1, RDMA_READ: 2, RECV: 128, OTHER: 255 } as const;
 
@@ -66,7 +67,7 @@ export interface ConnectionOptions {
 export interface ConnectOptions extends ConnectionOptions {
   host: string;
   port: number;
-  /** Address, route and connection timeout each. @default 5000 */
+  /** Address, route and connection timeout each (emulated CPUs are slow). @default 30000 */
   timeoutMs?: number;
 }
 
@@ -199,7 +200,7 @@ export class RdmaConnection {
   /** Posts a receive into `mr[off, off+len)`; resolves with the received byte count. */
   receive(mr: MemoryRegion, off: number, len: number): Promise<number> {
     return this.#promise("receive", (t) =>
-      unwrap("ibv_post_recv", this.#shim.fn.shim_post_recv(this.#live("receive"), mr.unsafeHandle, off, len, t | RECV_BIT)));
+      unwrap("ibv_post_recv", this.#shim.fn.shim_post_recv(this.#live("receive"), mr.unsafeHandle, off, len, t)), RECV_BIT);
   }
 
   /** RDMA READ of the peer's `remote`/`rkey` into `mr[off, off+len)`. */
@@ -287,14 +288,16 @@ export class RdmaConnection {
           if (!p) continue;
           this.#pending.delete(token);
           if (status === 0) p.resolve(byteLength);
-          else {
+          else if (status === WR_FLUSH_ERR) {
+            p.reject(new ConnectionClosedError(`${p.op} did not complete: the connection is closing (work request flushed)`));
+          } else {
             const e = new WorkCompletionError(p.op, status, vendorErr);
-            if (status !== 5) fatal ??= e;
+            fatal ??= e;
             p.reject(e);
           }
         } else if (this.onCompletion) {
           this.onCompletion({ token: token & USER_MASK, recv, status, opcode, byteLength, vendorErr });
-          if (status !== 0 && status !== 5) fatal ??= new WorkCompletionError(recv ? "receive" : "work request", status, vendorErr);
+          if (status !== 0 && status !== WR_FLUSH_ERR) fatal ??= new WorkCompletionError(recv ? "receive" : "work request", status, vendorErr);
         }
       }
       total += n;
@@ -322,9 +325,9 @@ export class RdmaConnection {
     }
   }
 
-  #promise(op: string, post: (token: number) => void): Promise<number> {
+  #promise(op: string, post: (token: number) => void, kind = 0): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      const token = (PROMISE_BIT | (this.#nextToken++ & USER_MASK)) >>> 0;
+      const token = (PROMISE_BIT | kind | (this.#nextToken++ & USER_MASK)) >>> 0;
       this.#pending.set(token, { resolve, reject, op });
       try {
         post(token);
@@ -349,6 +352,10 @@ export class RdmaConnection {
       this.close(new ConnectionClosedError(ev.type === CM.DISCONNECTED ? "peer disconnected" : "RDMA device removed"));
     }
   }
+}
+
+function privateDataOf(prepared: unknown, opts: ConnectionOptions): Uint8Array {
+  return prepared instanceof Uint8Array ? prepared : opts.privateData ?? new Uint8Array(0);
 }
 
 /** Waits for the next CM event of `id`, or rejects after `timeoutMs`. */
@@ -380,7 +387,7 @@ function expect(ev: CmEvent, type: number, what: string, target: string): void {
 export async function connect(opts: ConnectOptions): Promise<RdmaConnection> {
   const progress = await Progress.get();
   const shim = progress.shim;
-  const timeout = opts.timeoutMs ?? 5000;
+  const timeout = opts.timeoutMs ?? 30000;
   const target = `${opts.host}:${opts.port}`;
   progress.retain();
   const id = create(shim, "rdma_create_id", (o) => shim.fn.shim_id_create(progress.channel.ptr, o));
@@ -393,7 +400,7 @@ export async function connect(opts: ConnectOptions): Promise<RdmaConnection> {
     unwrap("rdma_resolve_route", shim.fn.shim_id_resolve_route(id.ptr, timeout));
     expect(await ev, CM.ROUTE_RESOLVED, `rdma_resolve_route(${target})`, target);
     conn = new RdmaConnection(progress, id, opts);
-    const pd = opts.prepare?.(conn) ?? opts.privateData ?? new Uint8Array(0);
+    const pd = privateDataOf(opts.prepare?.(conn), opts);
     if (pd.length > 56) throw new RangeError(`private data must be at most 56 bytes on connect: got ${pd.length}`);
     ev = nextEvent(progress, id, "rdma_connect", timeout);
     unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length));
@@ -440,9 +447,9 @@ export class ConnectionRequest {
     try {
       conn = new RdmaConnection(progress, this.#id, opts);
       conn.privateData = this.privateData;
-      const pd = opts.prepare?.(conn) ?? opts.privateData ?? new Uint8Array(0);
+      const pd = privateDataOf(opts.prepare?.(conn), opts);
       if (pd.length > 196) throw new RangeError(`private data must be at most 196 bytes on accept: got ${pd.length}`);
-      const ev = nextEvent(progress, this.#id, "rdma_accept", opts.timeoutMs ?? 5000);
+      const ev = nextEvent(progress, this.#id, "rdma_accept", opts.timeoutMs ?? 30000);
       unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length));
       expect(await ev, CM.ESTABLISHED, "rdma_accept", this.remoteAddress);
       conn.markEstablished(new Uint8Array(0));
