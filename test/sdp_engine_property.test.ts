@@ -9,6 +9,7 @@ interface Plan {
   seed: number;
   zcopy: boolean;
   tcp: boolean;
+  batchAcks: boolean;
   count: number;
   threshold: number;
   failReadProb: number;
@@ -20,6 +21,7 @@ const plan: fc.Arbitrary<Plan> = fc.record({
   seed: fc.integer({ min: 1, max: 0x7fffffff }),
   zcopy: fc.boolean(),
   tcp: fc.boolean(),
+  batchAcks: fc.boolean(),
   count: fc.integer({ min: 4, max: 10 }),
   threshold: fc.constantFrom(64, 200, 512, 5000),
   failReadProb: fc.constantFrom(0, 0, 0.3, 1),
@@ -38,6 +40,7 @@ function build(p: Plan, extra: { dropReadProb?: number } = {}): Sim {
     seed: p.seed,
     zcopy: p.zcopy && !p.tcp,
     tcp: p.tcp,
+    batchAcks: p.batchAcks,
     failReadProb: p.failReadProb,
     dropReadProb: extra.dropReadProb,
     engine: { recvBufferCount: p.count, sendSlots: Math.max(2, p.count - 1), zcopyThreshold: p.threshold },

@@ -122,6 +122,12 @@ export interface EngineOptions {
   source?: { addr: bigint; rkey: number };
   /** Messages of at least this many bytes go by zcopy when both sides can. */
   zcopyThreshold: number;
+  /**
+   * When acknowledgements are owed (links whose send completion is not
+   * delivery), send them only on `flushAcks()` rather than after every frame,
+   * so the socket can acknowledge a whole batch of frames with one update.
+   */
+  batchAcks?: boolean;
   cancelTimeoutMs: number;
   handshakeTimeoutMs: number;
   closeTimeoutMs: number;
@@ -182,6 +188,7 @@ export class Engine {
   #lastSentAck = -1;
   #lastSentBufs = 0;
   #ackOwed = false;
+  #flushingAcks = false;
   #reassembly: { buf: Uint8Array; filled: number } | undefined;
   #incomingZ: IncomingZcopy | undefined;
   #readToken = 0;
@@ -234,6 +241,20 @@ export class Engine {
   /** Sends accepted but not yet resolved or rejected. */
   get pendingSends(): number {
     return this.#sendQueue.length + this.#inflight.length;
+  }
+
+  /** An acknowledgement is owed and waits for `flushAcks()` (with `batchAcks`). */
+  get ackOwed(): boolean {
+    return this.#ackOwed && this.#state !== "closed" && !this.options.sendCompletionMeansDelivered &&
+      this.options.batchAcks === true;
+  }
+
+  /** Sends the acknowledgement owed, if any (with `batchAcks`). */
+  flushAcks(now: number): void {
+    if (this.#state === "closed" || !this.#ackOwed) return;
+    this.#flushingAcks = true;
+    this.#pump(now);
+    this.#flushingAcks = false;
   }
 
   /** Returns and clears the queued actions. */
@@ -662,7 +683,9 @@ export class Engine {
 
   #updateNeeded(): boolean {
     if (this.#state === "handshake" || this.#peerClosed) return false;
-    if (this.#ackOwed && !this.options.sendCompletionMeansDelivered) return true;
+    if (this.#ackOwed && !this.options.sendCompletionMeansDelivered && (!this.options.batchAcks || this.#flushingAcks)) {
+      return true;
+    }
     const estimate = this.#lastSentBufs - (this.#rxNext - 1 - this.#lastSentAck);
     const gap = this.#posted - estimate;
     return (gap >= 2 && estimate <= CONTROL_CREDITS) || gap >= Math.max(2, this.options.recvBufferCount >> 1);

@@ -121,6 +121,8 @@ export class SdpSocket implements MessageSocket {
   #open!: { resolve: (h: Hello) => void; reject: (e: Error) => void };
   readonly #ready: Promise<Hello>;
   #draining = false;
+  #ackQueued = false;
+  #ackBlocked = false;
 
   private constructor(link: Link, role: "active" | "passive", options: SocketOptions) {
     const caps = link.capabilities;
@@ -143,6 +145,7 @@ export class SdpSocket implements MessageSocket {
       sendSlotSize: caps.sendSlotSize,
       maxMessageSize: caps.maxMessageSize,
       sendCompletionMeansDelivered: caps.sendCompletionMeansDelivered,
+      batchAcks: !caps.sendCompletionMeansDelivered,
       sink: zcopy ? link.sink!.bytes : undefined,
       source: zcopy ? { addr: link.source!.addr, rkey: link.source!.rkey } : undefined,
       zcopyThreshold,
@@ -201,6 +204,7 @@ export class SdpSocket implements MessageSocket {
   }
 
   #input(fn: () => void): void {
+    this.#ackBlocked = false;
     fn();
     this.#drain();
   }
@@ -344,6 +348,17 @@ export class SdpSocket implements MessageSocket {
       }
     } finally {
       this.#draining = false;
+    }
+    if (this.#engine.ackOwed && !this.#ackQueued && !this.#ackBlocked) {
+      // Acknowledge everything that arrived in this turn with one frame. If it
+      // cannot go now (no credit or slot), the next event retries it.
+      this.#ackQueued = true;
+      queueMicrotask(() => {
+        this.#ackQueued = false;
+        this.#engine.flushAcks(now());
+        this.#ackBlocked = this.#engine.ackOwed;
+        this.#drain();
+      });
     }
     this.#schedule();
   }
