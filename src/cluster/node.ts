@@ -322,11 +322,11 @@ export class ClusterNode {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.options.listener.close().catch(() => {});
+    // A listener's close may wait for its accepted connections (node:net does), so close those too, then wait.
+    const listenerClosed = this.options.listener.close().catch(() => {});
     await Promise.all([...this.#links.values()].map((l) => l.close()));
-    for (const set of this.#inbound.values()) {
-      for (const e of set) await e.close().catch(() => {});
-    }
+    await Promise.all([...this.#inbound.values()].flatMap((set) => [...set].map((e) => e.close().catch(() => {}))));
+    await listenerClosed;
     await Promise.allSettled([this.#accepting, ...this.#loops]);
   }
 
