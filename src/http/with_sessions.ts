@@ -77,16 +77,26 @@ export interface WithSessionsOptions {
  *
  * @example
  * ```ts
- * // Bun:  Bun.serve({ port: 8080, fetch: app })
- * // Deno: Deno.serve({ port: 8080 }, app)
  * import { withSessions } from "./with_sessions.ts";
- * import { type SessionCluster, SessionUnavailableError } from "../cluster/session_cluster.ts";
- * declare const cluster: SessionCluster;
- * const app = withSessions((request, session) => {
+ * import { serve } from "./serve.ts";
+ * import { startSessionCluster } from "../cluster/start.ts";
+ * // A one-server cluster, so that the example runs alone; list every server in production.
+ * const cluster = await startSessionCluster({
+ *   self: "a",
+ *   peers: [{ id: "a", host: "127.0.0.1", port: 0, transport: "tcp" }],
+ *   secret: "an-example-secret-of-32-bytes!!!",
+ * });
+ * const app = withSessions((_request, session) => {
  *   const visits = (session.get<number>("visits") ?? 0) + 1;
  *   session.set("visits", visits);
  *   return new Response(`visit ${visits}`);
  * }, { cluster });
+ * // Bun.serve({ fetch: app }) and Deno.serve(app) take `app` as it is; `serve` picks the one running.
+ * const server = await serve(app);
+ * const response = await fetch(server.url);
+ * console.log(await response.text(), response.headers.get("set-cookie")); // "visit 1", "sid=…!a!; Path=/; …"
+ * await server.close();
+ * await cluster.close();
  * ```
  */
 export function withSessions<Info = unknown>(

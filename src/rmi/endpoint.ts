@@ -88,7 +88,7 @@ interface PendingCall {
  * ```ts
  * import { loopbackPair } from "../sdp/loopback.ts";
  * import { RmiEndpoint } from "./endpoint.ts";
- * const [a, b] = loopbackPair();
+ * const [a, b] = await loopbackPair();
  * const callee = new RmiEndpoint(b, { methods: { add: (args) => (args as number[])[0] + (args as number[])[1] } });
  * const caller = new RmiEndpoint(a);
  * console.log(await caller.call("add", [2, 3], { ack: "applied" })); // 5
@@ -170,7 +170,9 @@ export class RmiEndpoint {
     if (ack === "none") {
       sent.catch((error) => {
         this.#stats.droppedSends++;
-        this.#logger.warn(`rmi ${this.name}: one-way call '${method}' was not delivered: ${messageOf(error)}`);
+        if (!this.#isClosed) {
+          this.#logger.warn(`rmi ${this.name}: one-way call '${method}' was not delivered: ${messageOf(error)}`);
+        }
       });
       return Promise.resolve(undefined);
     }
@@ -326,7 +328,8 @@ export class RmiEndpoint {
   #reply(frame: Uint8Array, method: string): void {
     this.socket.send(frame).catch((error) => {
       this.#stats.droppedSends++;
-      this.#logger.warn(`rmi ${this.name}: reply to '${method}' was not delivered: ${messageOf(error)}`);
+      // A reply lost because the connection is closing is expected; the caller learns it from the close.
+      if (!this.#isClosed) this.#logger.warn(`rmi ${this.name}: reply to '${method}' was not delivered: ${messageOf(error)}`);
     });
   }
 }
