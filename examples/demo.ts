@@ -17,11 +17,12 @@
  *    percentiles per server. Exit 1 if an acknowledged update was lost.
  *
  * Flags: --transport auto|tcp|rdma, --guest (run all this inside the
- * Soft-RoCE guest over rdma), --users 150, --ops 12, --concurrency 24,
+ * Soft-RoCE guest over rdma), --users 200, --ops 15, --concurrency 24,
  * --ack transport|applied|none, --servers bun,deno,bun, --kill b, --think-ms 20
  * (random pause before each update), --host (127.0.0.1; in the guest 192.0.2.1).
  *
- * Run with `bun examples/demo.ts` or `deno run -A examples/demo.ts`.
+ * Run with `bun examples/demo.ts` or `deno run -A examples/demo.ts`
+ * (DEMO_DEBUG=1 also prints the servers' logs).
  *
  * @module
  */
@@ -39,8 +40,8 @@ const { values: flags } = parseArgs({
   options: {
     transport: { type: "string", default: "auto" },
     guest: { type: "boolean", default: false },
-    users: { type: "string", default: "150" },
-    ops: { type: "string", default: "12" },
+    users: { type: "string", default: "200" },
+    ops: { type: "string", default: "15" },
     concurrency: { type: "string", default: "24" },
     ack: { type: "string", default: "transport" },
     servers: { type: "string", default: "bun,deno,bun" },
@@ -95,7 +96,7 @@ const cluster = await launchCluster({
   args: ["--ack", flags.ack!],
   stderr: "pipe",
 });
-for (const s of cluster.servers.values()) {
+for (const s of [...cluster.servers.values()].sort((x, y) => x.id.localeCompare(y.id))) {
   console.log(`  server ${s.id}: ${s.runtime.padEnd(4)} http ${s.url}  replication ${s.transport} port ${s.clusterPort}`);
 }
 
@@ -218,8 +219,9 @@ for (const user of users) {
 }
 
 const stats: [string, SessionClusterStats][] = [];
-for (const id of aliveIds()) stats.push([id, await fetch(`${cluster.servers.get(id)!.url}/stats`).then((r) => r.json())]);
-if (victimStats) stats.push([`${VICTIM} (before kill)`, victimStats]);
+for (const id of aliveIds().sort()) stats.push([id, await fetch(`${cluster.servers.get(id)!.url}/stats`).then((r) => r.json())]);
+if (victimStats) stats.push([`${VICTIM} (until killed)`, victimStats]);
+const takenOver = stats.filter(([id]) => id !== `${VICTIM} (until killed)`).reduce((n, [, s]) => n + s.failover.promoted, 0);
 if (process.env.DEMO_DEBUG) for (const s of cluster.servers.values()) console.log(s.id, s.log.join("\n"));
 await cluster.stop();
 
@@ -241,10 +243,12 @@ console.log(`    ${"server".padEnd(16)} ${"count".padStart(7)} ${"p50".padStart(
 for (const [id, s] of stats) {
   const l = s.replication.latency[flags.ack as "transport"] ?? { count: 0, p50: 0, p90: 0, p99: 0 };
   console.log(
-    `    ${id.padEnd(16)} ${String(l.count).padStart(7)} ${ms(l.p50).padStart(10)} ${ms(l.p90).padStart(10)} ${ms(l.p99).padStart(10)}  ` +
+    `    ${`${id[0]} ${cluster.servers.get(id[0])?.runtime ?? ""}${id.length > 1 ? " (killed)" : ""}`.padEnd(16)} ${String(l.count).padStart(7)} ${ms(l.p50).padStart(10)} ${ms(l.p90).padStart(10)} ${ms(l.p99).padStart(10)}  ` +
       `${String(s.replication.deltas).padStart(6)} ${String(s.replication.snapshots).padStart(9)} ${String(s.failover.promoted).padStart(8)} ${String(s.failover.rereplicated).padStart(12)}`,
   );
 }
+console.log(`  failover: ${takenOver} sessions had their primary on ${VICTIM} and were taken over (epoch + 1) by the survivors`);
+if (flags.ack === "none") console.log("  (ack mode none: no update is acknowledged as replicated, so none is checked)");
 const ok = lostUpdates === 0 && lostSessions === 0;
 console.log(ok ? "demo: every acknowledged session and update survived the SIGKILL" : "demo: FAILED: acknowledged data was lost");
 process.exit(ok ? 0 : 1);
