@@ -202,3 +202,41 @@ test("cluster rejects a peer without the secret and closes its connection", asyn
   await a.close();
   await b.close();
 });
+
+test("cluster secondary that lost its copy asks the primary (resync) and gets a snapshot, in transport mode", async () => {
+  const c = await startCluster(["a", "b"]);
+  const a = c.nodes.get("a")!;
+  const b = c.nodes.get("b")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "applied" });
+  assert.equal(b.store.dropReplica(s.id, 2), true, "the secondary loses its copy");
+  assert.equal(await a.commit(s.id, { m: 2 }, [], { ack: "transport" }), "transport", "a delta on the same connection");
+  await until(() => b.store.get(s.id)?.version === 2, "resync snapshot applied");
+  assert.deepEqual(b.store.get(s.id)!.attributes, { n: 1, m: 2 });
+  assert.equal(a.stats().failover.resyncs, 1);
+  assert.equal(b.store.stats().needSnapshot, 1);
+  // In applied mode the primary learns it from the reply and sends the snapshot itself.
+  b.store.dropReplica(s.id, 2);
+  assert.equal(await a.commit(s.id, { k: 3 }, [], { ack: "applied" }), "applied");
+  assert.deepEqual(b.store.get(s.id)!.attributes, { n: 1, m: 2, k: 3 });
+  await c.close();
+});
+
+test("cluster finds a session through a stale cookie after its secondary was replaced", async () => {
+  const c = await startCluster(["a", "b", "c", "d"]);
+  const a = c.nodes.get("a")!;
+  const s = a.create();
+  await a.commit(s.id, { n: 1 }, [], { ack: "applied" });
+  const stale = parseSessionCookie(a.cookieFor(s))!; // names the first secondary
+  await c.nodes.get(stale.secondary!)!.close(); // the secondary dies: a re-replicates elsewhere
+  await until(() => s.secondary !== stale.secondary, "a new secondary");
+  const holder = s.secondary!;
+  await until(() => c.nodes.get(holder)!.store.get(s.id)?.version === 1, "snapshot on the new secondary");
+  await a.close(); // then the primary dies, before the client ever saw the new cookie
+  const asker = ["b", "c", "d"].find((id) => id !== stale.secondary && id !== holder)!;
+  const node = c.nodes.get(asker)!;
+  await until(() => !node.node.isAlive("a"), "a seen down");
+  const record = await node.open(stale);
+  assert.deepEqual([record?.attributes, record?.epoch], [{ n: 1 }, 2]);
+  await c.close();
+});

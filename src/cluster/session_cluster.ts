@@ -20,7 +20,8 @@
  *    else by the cookie), take the session over from it.
  * 2. Else, if this server holds the replica, promote it (after draining).
  * 3. Else fetch it from the cookie's secondary (`fetch` in `applied` mode).
- * 4. Follow `moved` redirects (at most 3 hops).
+ * 4. Else ask every other live peer (the cookie may name a secondary that has
+ *    since been replaced). `moved` redirects are followed (at most 3 hops).
  * 5. Adopt it: epoch + 1, a new secondary by rendezvous hashing; the next
  *    replication sends a full snapshot; the old secondary gets `drop`.
  * When a secondary goes down, every session it backed gets a new secondary
@@ -413,6 +414,19 @@ export class SessionCluster {
       if (secondary !== undefined && secondary !== this.self && !tried.has(secondary) && this.node.isAlive(secondary)) {
         reply = await this.#fetch(secondary, id, false, true);
         if (reply?.status === "found") oldHolder = secondary;
+      }
+    }
+    if (reply === undefined || reply.status === "missing") {
+      // 4. The cookie may be stale (the session moved to another secondary after
+      //    the client's last response): ask every other live peer.
+      for (const peer of this.node.alivePeers()) {
+        if (peer.id === this.self || tried.has(peer.id) || peer.id === locator.secondary) continue;
+        const found = await this.#fetch(peer.id, id, false, !this.node.isAlive(locator.primary));
+        if (found !== undefined && found.status !== "missing" && found.status !== "moved") {
+          reply = found;
+          if (found.status === "found") oldHolder = peer.id;
+          break;
+        }
       }
     }
     if (reply?.status !== "found") {
