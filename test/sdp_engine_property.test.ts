@@ -85,6 +85,9 @@ describe("engine property", () => {
         assert.deepEqual(sim.a.resolved, [...sim.a.resolved].sort((x, y) => x - y), "a: sends resolve in order");
         assert.deepEqual(sim.b.resolved, [...sim.b.resolved].sort((x, y) => x - y), "b: sends resolve in order");
         assert.equal(sim.a.engine.pendingSends + sim.b.engine.pendingSends, 0);
+        // Idle: no timer is needed once everything settled.
+        assert.equal(sim.a.engine.nextDeadline(), Infinity);
+        assert.equal(sim.b.engine.nextDeadline(), Infinity);
         // Every receive buffer is back and no credit is lost for good.
         assert.equal(sim.a.engine.posted, sim.a.buffers.length);
         assert.equal(sim.b.engine.posted, sim.b.buffers.length);

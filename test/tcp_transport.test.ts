@@ -5,7 +5,14 @@ import { connect, listen, ProtocolError } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { encode, MID } from "../src/sdp/wire.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
-import { currentRuntime, exited, firstLine, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
+import type { ChildProcess } from "node:child_process";
+import { currentRuntime, firstLine, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
+
+/** Resolves once the child has ended, by exit code or by signal (a killed child has exitCode null). */
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((r) => child.once("exit", (code) => r(code)));
+}
 
 const PEER = "test/fixtures/sdp_peer.ts";
 const MIB = 1024 * 1024;
@@ -172,6 +179,23 @@ describe("tcp transport robustness", () => {
     assert.equal(await s.closed, undefined);
     assert.equal(await c.closed, undefined);
     await l.close();
+  });
+
+  test("tcp transport: auto picks tcp on a host without an ACTIVE RDMA port and says so", async () => {
+    const logs: string[] = [];
+    const l = await listen({ transport: "auto", host: "127.0.0.1", port: 0, log: (x) => logs.push(x) });
+    const c = await connect({ transport: "auto", host: "127.0.0.1", port: l.address.port, log: (x) => logs.push(x) });
+    assert.equal(l.transport, "tcp");
+    assert.equal(c.transport, "tcp");
+    assert.equal(logs.length, 2);
+    for (const line of logs) assert.match(line, /^transport auto: tcp \(/);
+    await c.close();
+    await l.close();
+  });
+
+  test("tcp transport: bad sizes are refused with the option and value named", async () => {
+    await assert.rejects(listen({ transport: "tcp", recvBufferCount: 2 }), /'recvBufferCount' must be an integer in 4..65535: got 2/);
+    await assert.rejects(listen({ transport: "tcp", recvBufferSize: 10 }), /'recvBufferSize' must be an integer of at least 64: got 10/);
   });
 
   test("tcp transport: connecting where nobody listens fails with a clear error", async () => {

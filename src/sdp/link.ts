@@ -172,3 +172,29 @@ export const LINK_DEFAULTS = {
   sendSlots: 64,
   maxMessageSize: 16 * 1024 * 1024,
 } as const;
+
+/**
+ * Fills in defaults and checks sizes, with errors that name the option and
+ * the bad value. Every link uses it so the rules are the same everywhere.
+ */
+export function resolveSizes(o: LinkSizes): Required<LinkSizes> {
+  const s = {
+    recvBufferSize: o.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
+    recvBufferCount: o.recvBufferCount ?? LINK_DEFAULTS.recvBufferCount,
+    sendSlots: o.sendSlots ?? LINK_DEFAULTS.sendSlots,
+    maxMessageSize: o.maxMessageSize ?? LINK_DEFAULTS.maxMessageSize,
+  };
+  if (!Number.isInteger(s.recvBufferSize) || s.recvBufferSize < 64) {
+    throw new RangeError(`'recvBufferSize' must be an integer of at least 64: got ${s.recvBufferSize}`);
+  }
+  if (!Number.isInteger(s.recvBufferCount) || s.recvBufferCount < 4 || s.recvBufferCount > 65535) {
+    throw new RangeError(`'recvBufferCount' must be an integer in 4..65535: got ${s.recvBufferCount}`);
+  }
+  if (!Number.isInteger(s.sendSlots) || s.sendSlots < 2) {
+    throw new RangeError(`'sendSlots' must be an integer of at least 2: got ${s.sendSlots}`);
+  }
+  if (!Number.isInteger(s.maxMessageSize) || s.maxMessageSize < 1 || s.maxMessageSize > 0xffffffff) {
+    throw new RangeError(`'maxMessageSize' must be an integer in 1..4294967295: got ${s.maxMessageSize}`);
+  }
+  return s;
+}

@@ -21,7 +21,6 @@
 import { setImmediate } from "node:timers";
 import {
   type Link,
-  LINK_DEFAULTS,
   type LinkCapabilities,
   type LinkConnectOptions,
   type LinkEvents,
@@ -29,6 +28,7 @@ import {
   type LinkListenOptions,
   type LinkSizes,
   type RegisteredRegion,
+  resolveSizes,
 } from "./link.ts";
 import { type SocketOptions, SdpSocket } from "./socket.ts";
 
@@ -338,12 +338,7 @@ export interface LoopbackOptions extends LinkSizes {
 
 /** Makes two connected loopback links and their fault controller. */
 export function loopbackLinkPair(options: LoopbackOptions = {}): [LoopbackLink, LoopbackLink, LoopbackFaults] {
-  const sizes: Required<LinkSizes> = {
-    recvBufferSize: options.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
-    recvBufferCount: options.recvBufferCount ?? LINK_DEFAULTS.recvBufferCount,
-    sendSlots: options.sendSlots ?? LINK_DEFAULTS.sendSlots,
-    maxMessageSize: options.maxMessageSize ?? LINK_DEFAULTS.maxMessageSize,
-  };
+  const sizes = resolveSizes(options);
   const faults = new LoopbackFaults(options.reorderSeed);
   const sched = new Scheduler(faults);
   const a = new LoopbackLink(0, sched, sizes, "loopback:1");

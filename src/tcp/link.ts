@@ -31,39 +31,17 @@ import * as net from "node:net";
 import { setImmediate } from "node:timers";
 import {
   type Link,
-  LINK_DEFAULTS,
   type LinkCapabilities,
   type LinkConnectOptions,
   type LinkEvents,
   type LinkListener,
   type LinkListenOptions,
   type LinkSizes,
+  resolveSizes,
 } from "../sdp/link.ts";
 import { HEADER_SIZE, ProtocolError } from "../sdp/wire.ts";
 
 const DESTROY_AFTER_MS = 1000;
-
-function sizesOf(o: LinkSizes): Required<LinkSizes> {
-  const s = {
-    recvBufferSize: o.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
-    recvBufferCount: o.recvBufferCount ?? LINK_DEFAULTS.recvBufferCount,
-    sendSlots: o.sendSlots ?? LINK_DEFAULTS.sendSlots,
-    maxMessageSize: o.maxMessageSize ?? LINK_DEFAULTS.maxMessageSize,
-  };
-  if (!Number.isInteger(s.recvBufferSize) || s.recvBufferSize < 64) {
-    throw new RangeError(`'recvBufferSize' must be an integer of at least 64: got ${s.recvBufferSize}`);
-  }
-  if (!Number.isInteger(s.recvBufferCount) || s.recvBufferCount < 4 || s.recvBufferCount > 65535) {
-    throw new RangeError(`'recvBufferCount' must be an integer in 4..65535: got ${s.recvBufferCount}`);
-  }
-  if (!Number.isInteger(s.sendSlots) || s.sendSlots < 2) {
-    throw new RangeError(`'sendSlots' must be an integer of at least 2: got ${s.sendSlots}`);
-  }
-  if (!Number.isInteger(s.maxMessageSize) || s.maxMessageSize < 1 || s.maxMessageSize > 0xffffffff) {
-    throw new RangeError(`'maxMessageSize' must be an integer in 1..2^32-1: got ${s.maxMessageSize}`);
-  }
-  return s;
-}
 
 /** One TCP connection as a link. */
 export class TcpLink implements Link {
@@ -234,7 +212,7 @@ export class TcpLink implements Link {
 
 /** Connects a TCP link. */
 export function connectLink(options: LinkConnectOptions): Promise<Link> {
-  const sizes = sizesOf(options);
+  const sizes = resolveSizes(options);
   const timeoutMs = options.timeoutMs ?? 5000;
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: options.host, port: options.port });
@@ -296,7 +274,7 @@ class TcpLinkListener implements LinkListener {
 
 /** Listens for TCP links; port 0 picks a free port (see `address`). */
 export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
-  const sizes = sizesOf(options);
+  const sizes = resolveSizes(options);
   return new Promise((resolve, reject) => {
     const server = net.createServer({ pauseOnConnect: true });
     server.once("error", (e: Error) =>
