@@ -120,6 +120,11 @@ export class RdmaConnection {
   readonly closed: Promise<Error | undefined>;
   /** Receives completions of caller-owned tokens (`post*`). */
   onCompletion: ((c: Completion) => void) | undefined;
+  /**
+   * Called once by `close()` after pending operations are settled and before
+   * any memory region is freed: the last moment to copy data out of them.
+   */
+  onClosing: ((reason: Error | undefined) => void) | undefined;
 
   /** @internal use `connect()` or `ConnectionRequest.accept()`. */
   constructor(progress: Progress, id: Handle, opts: ConnectionOptions) {
@@ -235,6 +240,11 @@ export class RdmaConnection {
     this.#pending.clear();
     this.#outstanding = 0;
     this.#progress.remove(this);
+    try {
+      this.onClosing?.(reason);
+    } catch (e) {
+      console.error("onClosing handler threw:", e);
+    }
     for (const mr of [...this.#regions]) mr.close();
     this.#conn = undefined;
     unwrap("shim_conn_destroy", shim.fn.shim_conn_destroy(conn.ptr));

@@ -26,6 +26,13 @@ export function accessBits(a: Access): number {
   return (a.localWrite ? 1 : 0) | (a.remoteWrite ? 2 : 0) | (a.remoteRead ? 4 : 0);
 }
 
+let registered = 0;
+
+/** Bytes of memory registered by this process (in regions not yet closed). */
+export function registeredBytes(): number {
+  return registered;
+}
+
 export class MemoryRegion {
   readonly #shim: Binding;
   #handle: Handle | undefined;
@@ -60,6 +67,7 @@ export class MemoryRegion {
     this.lkey = dv.getUint32(16, true);
     this.rkey = dv.getUint32(20, true);
     this.#buffer = shim.view(this.address, length);
+    registered += length;
     this.bytes = new Uint8Array(this.#buffer);
     this.u32 = new Uint32Array(this.#buffer, 0, length >>> 2);
   }
@@ -80,6 +88,7 @@ export class MemoryRegion {
     if (!h) return;
     this.#handle = undefined;
     this.#buffer = this.#buffer.transfer(0);
+    registered -= this.length;
     unwrap("ibv_dereg_mr", this.#shim.fn.shim_mr_destroy(h.ptr));
     this.#onClose(this);
   }

@@ -8,6 +8,6 @@ export { devices, hasActiveDevice } from "./device.ts";
 export type { DeviceInfo, PortInfo, PortState } from "./device.ts";
 export { connect, ConnectionRequest, listen, OPCODE, RdmaConnection, RdmaListener } from "./connection.ts";
 export type { Completion, ConnectionOptions, ConnectOptions, ListenOptions } from "./connection.ts";
-export { MemoryRegion } from "./memory.ts";
+export { MemoryRegion, registeredBytes } from "./memory.ts";
 export type { Access } from "./memory.ts";
 export { ConnectionClosedError, errnoName, RdmaError, WC_STATUS_NAMES, WorkCompletionError } from "./errors.ts";

@@ -1,0 +1,267 @@
+/**
+ * The RDMA link: the `Link` of `link.ts` over one rdma_cm reliable connection.
+ *
+ * Registered at connect/accept time, before the peer can send, and never on
+ * the data path (DESIGN.md §3: SDP's mistake of registering per send avoided):
+ *
+ * | region | access       | size                              | job                          |
+ * | ------ | ------------ | --------------------------------- | ---------------------------- |
+ * | recv   | local write  | recvBufferCount × recvBufferSize  | the posted receive ring      |
+ * | send   | local only   | sendSlots × sendSlotSize          | frames being sent (bcopy)    |
+ * | source | remote read  | maxMessageSize                    | zcopy messages the peer READs|
+ * | sink   | local write  | maxMessageSize                    | where our RDMA READs land    |
+ *
+ * Work-request tokens (30 bits, see verbs/connection.ts): receives carry the
+ * buffer index; sends carry the slot; READs carry `READ_BIT | token`.
+ *
+ * Events reach the socket only from a progress pass (never from inside a call
+ * the socket made); completions that arrive before `start()` are queued.
+ * `closed` is delivered while the regions are still registered and readable
+ * (the socket copies out messages the application still holds); the
+ * connection frees them right after.
+ * Flush completions after a failure or a close are not reported: the single
+ * `closed(err)` event stands for every operation still outstanding.
+ *
+ * @module
+ */
+import {
+  connect,
+  type Completion,
+  ConnectionClosedError,
+  listen,
+  type MemoryRegion,
+  type RdmaConnection,
+  type RdmaListener,
+  WorkCompletionError,
+} from "../verbs/mod.ts";
+import {
+  LINK_DEFAULTS,
+  type Link,
+  type LinkCapabilities,
+  type LinkConnectOptions,
+  type LinkEvents,
+  type LinkListener,
+  type LinkListenOptions,
+  type LinkSizes,
+  type RegisteredRegion,
+} from "./link.ts";
+
+const READ_BIT = 1 << 29;
+const TOKEN_MASK = READ_BIT - 1;
+const WR_FLUSH_ERR = 5;
+
+interface Regions {
+  recv: MemoryRegion;
+  send: MemoryRegion;
+  source: MemoryRegion;
+  sink: MemoryRegion;
+}
+
+function capabilitiesOf(sizes: LinkSizes): LinkCapabilities {
+  const c = {
+    zcopy: true,
+    recvBufferSize: sizes.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
+    recvBufferCount: sizes.recvBufferCount ?? LINK_DEFAULTS.recvBufferCount,
+    sendSlots: sizes.sendSlots ?? LINK_DEFAULTS.sendSlots,
+    sendSlotSize: sizes.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
+    maxMessageSize: sizes.maxMessageSize ?? LINK_DEFAULTS.maxMessageSize,
+    sendCompletionMeansDelivered: true,
+  };
+  for (const [k, v] of Object.entries(c)) {
+    if (typeof v === "number" && (!Number.isInteger(v) || v <= 0)) throw new RangeError(`'${k}' must be a positive integer: got ${v}`);
+  }
+  if (c.recvBufferCount * c.recvBufferSize > 0xffffffff) throw new RangeError(`receive ring of ${c.recvBufferCount} × ${c.recvBufferSize} bytes exceeds 4 GiB`);
+  return c;
+}
+
+function region(mr: MemoryRegion): RegisteredRegion {
+  return { bytes: mr.bytes, addr: mr.address, rkey: mr.rkey };
+}
+
+/**
+ * Registers the four regions and posts the receive ring; meant to run in
+ * `prepare`, before the peer can send. Completions are queued until `start()`.
+ */
+class RdmaLink implements Link {
+  readonly transport = "rdma" as const;
+  readonly capabilities: LinkCapabilities;
+  readonly #conn: RdmaConnection;
+  readonly #mr: Regions;
+  readonly #slots: Uint8Array[];
+  #events: LinkEvents | undefined;
+  readonly #early: Completion[] = [];
+  #closing = false;
+  #closedSent = false;
+  #closeReason: { error: Error | undefined } | undefined;
+  readonly source: RegisteredRegion;
+  readonly sink: RegisteredRegion;
+
+  constructor(conn: RdmaConnection, caps: LinkCapabilities) {
+    this.#conn = conn;
+    this.capabilities = caps;
+    const { recvBufferSize, recvBufferCount, sendSlots, sendSlotSize, maxMessageSize } = caps;
+    const regs: MemoryRegion[] = [];
+    try {
+      const reg = (len: number, access: Parameters<RdmaConnection["registerMemory"]>[1]) => {
+        const mr = conn.registerMemory(len, access);
+        regs.push(mr);
+        return mr;
+      };
+      this.#mr = {
+        recv: reg(recvBufferCount * recvBufferSize, { localWrite: true }),
+        send: reg(sendSlots * sendSlotSize, {}),
+        source: reg(maxMessageSize, { remoteRead: true }),
+        sink: reg(maxMessageSize, { localWrite: true }),
+      };
+    } catch (e) {
+      for (const mr of regs) mr.close();
+      throw e;
+    }
+    this.#slots = Array.from({ length: sendSlots }, (_, i) => this.#mr.send.bytes.subarray(i * sendSlotSize, (i + 1) * sendSlotSize));
+    this.source = region(this.#mr.source);
+    this.sink = region(this.#mr.sink);
+    conn.onCompletion = (c) => (this.#events ? this.#dispatch(c) : this.#early.push(c));
+    for (let i = 0; i < recvBufferCount; i++) this.repost(i);
+    conn.onClosing = (err) => this.#finish(err);
+  }
+
+  get remoteAddress(): string {
+    return this.#conn.remoteAddress;
+  }
+
+  start(events: LinkEvents): void {
+    if (this.#events) throw new Error("link already started");
+    this.#events = events;
+    // Deliver what happened before start() asynchronously, as every other event.
+    queueMicrotask(() => {
+      for (const c of this.#early.splice(0)) this.#dispatch(c);
+      if (this.#closeReason) this.#emitClosed(this.#closeReason.error);
+    });
+  }
+
+  sendSlot(slot: number): Uint8Array {
+    return this.#slots[slot];
+  }
+
+  postSend(slot: number, length: number): void {
+    this.#conn.postSend(this.#mr.send, slot * this.capabilities.sendSlotSize, length, slot);
+  }
+
+  repost(bufferIndex: number): void {
+    if (this.#closing) return;
+    const size = this.capabilities.recvBufferSize;
+    this.#conn.postRecv(this.#mr.recv, bufferIndex * size, size, bufferIndex);
+  }
+
+  postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void {
+    if (token > TOKEN_MASK) throw new RangeError(`read token must be below 2^29: got ${token}`);
+    this.#conn.postRead(this.#mr.sink, sinkOffset, length, remoteAddr, rkey, token | READ_BIT);
+  }
+
+  close(error?: Error): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    // Not from inside the socket's call: `closed` first (memory still readable), then teardown.
+    queueMicrotask(() => {
+      if (this.#events) this.#emitClosed(error);
+      this.#conn.close(error);
+    });
+  }
+
+  #dispatch(c: Completion): void {
+    const ev = this.#events!;
+    if (this.#closedSent || (this.#closing && c.status !== 0) || c.status === WR_FLUSH_ERR) return;
+    if (c.recv) {
+      if (c.status !== 0) return; // a failed receive is the connection failing: `closed` reports it
+      const size = this.capabilities.recvBufferSize;
+      const start = c.token * size;
+      ev.frame(this.#mr.recv.bytes.subarray(start, start + c.byteLength), c.token);
+    } else if (c.token & READ_BIT) {
+      if (c.status === 0) ev.readDone(c.token & TOKEN_MASK);
+      else ev.readFailed(c.token & TOKEN_MASK, new WorkCompletionError("RDMA READ", c.status, c.vendorErr));
+    } else {
+      if (c.status === 0) ev.sendDone(c.token);
+      else ev.sendFailed(c.token, new WorkCompletionError("send", c.status, c.vendorErr));
+    }
+  }
+
+  /** The connection is going (peer gone, failure, or our close): memory is still valid here. */
+  #finish(error: Error | undefined): void {
+    this.#closing = true;
+    this.#closeReason = { error };
+    if (this.#events) this.#emitClosed(error);
+  }
+
+  #emitClosed(error: Error | undefined): void {
+    if (this.#closedSent) return;
+    this.#closedSent = true;
+    this.#events!.closed(error);
+  }
+}
+
+/** Connects an RDMA link to `host:port`. */
+export async function connectLink(options: LinkConnectOptions): Promise<Link> {
+  const caps = capabilitiesOf(options);
+  let link: RdmaLink | undefined;
+  await connect({
+    host: options.host,
+    port: options.port,
+    timeoutMs: options.timeoutMs,
+    sendDepth: caps.sendSlots + 16,
+    recvDepth: caps.recvBufferCount,
+    prepare: (conn) => {
+      link = new RdmaLink(conn, caps);
+    },
+  });
+  return link!;
+}
+
+class RdmaLinkListener implements LinkListener {
+  readonly #listener: RdmaListener;
+  readonly #caps: LinkCapabilities;
+  readonly address: { host: string; port: number };
+
+  constructor(listener: RdmaListener, caps: LinkCapabilities) {
+    this.#listener = listener;
+    this.#caps = caps;
+    this.address = listener.address;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Link> {
+    for await (const req of this.#listener) {
+      let link: RdmaLink | undefined;
+      try {
+        await req.accept({
+          sendDepth: this.#caps.sendSlots + 16,
+          recvDepth: this.#caps.recvBufferCount,
+          prepare: (conn) => {
+            link = new RdmaLink(conn, this.#caps);
+          },
+        });
+      } catch (e) {
+        // One failed accept (peer gone mid-handshake, out of memory) does not stop the listener.
+        if (!(e instanceof ConnectionClosedError)) console.warn(`rdma: accept from ${safe(() => req.remoteAddress)} failed: ${(e as Error).message}`);
+        continue;
+      }
+      yield link!;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#listener.close();
+  }
+}
+
+function safe(f: () => string): string {
+  try {
+    return f();
+  } catch {
+    return "?";
+  }
+}
+
+/** Listens for RDMA links on `host:port`. */
+export async function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
+  const caps = capabilitiesOf(options);
+  return new RdmaLinkListener(await listen({ host: options.host, port: options.port }), caps);
+}
