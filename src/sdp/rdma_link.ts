@@ -35,7 +35,6 @@ import {
   WorkCompletionError,
 } from "../verbs/mod.ts";
 import {
-  LINK_DEFAULTS,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
@@ -44,6 +43,7 @@ import {
   type LinkListenOptions,
   type LinkSizes,
   type RegisteredRegion,
+  resolveSizes,
 } from "./link.ts";
 
 const READ_BIT = 1 << 29;
@@ -57,21 +57,12 @@ interface Regions {
   sink: MemoryRegion;
 }
 
-function capabilitiesOf(sizes: LinkSizes): LinkCapabilities {
-  const c = {
-    zcopy: true,
-    recvBufferSize: sizes.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
-    recvBufferCount: sizes.recvBufferCount ?? LINK_DEFAULTS.recvBufferCount,
-    sendSlots: sizes.sendSlots ?? LINK_DEFAULTS.sendSlots,
-    sendSlotSize: sizes.recvBufferSize ?? LINK_DEFAULTS.recvBufferSize,
-    maxMessageSize: sizes.maxMessageSize ?? LINK_DEFAULTS.maxMessageSize,
-    sendCompletionMeansDelivered: true,
-  };
-  for (const [k, v] of Object.entries(c)) {
-    if (typeof v === "number" && (!Number.isInteger(v) || v <= 0)) throw new RangeError(`'${k}' must be a positive integer: got ${v}`);
+function capabilitiesOf(options: LinkSizes): LinkCapabilities {
+  const sizes = resolveSizes(options);
+  if (sizes.recvBufferCount * sizes.recvBufferSize > 0xffffffff) {
+    throw new RangeError(`receive ring of ${sizes.recvBufferCount} × ${sizes.recvBufferSize} bytes exceeds 4 GiB`);
   }
-  if (c.recvBufferCount * c.recvBufferSize > 0xffffffff) throw new RangeError(`receive ring of ${c.recvBufferCount} × ${c.recvBufferSize} bytes exceeds 4 GiB`);
-  return c;
+  return { ...sizes, zcopy: true, sendSlotSize: sizes.recvBufferSize, sendCompletionMeansDelivered: true };
 }
 
 function region(mr: MemoryRegion): RegisteredRegion {
