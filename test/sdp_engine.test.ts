@@ -78,6 +78,21 @@ describe("engine credits", () => {
 });
 
 describe("engine bcopy", () => {
+  test("engine bcopy: reassembled messages the application holds also count against the receive ring", () => {
+    const sim = new Sim({ zcopy: false, engine: { recvBufferCount: 4 }, lazyRelease: true });
+    sim.run();
+    for (let i = 0; i < 8; i++) sim.send(0, pattern(i, 1000)); // 5 frames each
+    for (let n = 0; n < 10000; n++) {
+      const held = sim.b.held.splice(0);
+      const ok = sim.step();
+      sim.b.held.push(...held);
+      if (!ok) break;
+    }
+    assert.ok(sim.b.delivered.length <= 4, `delivered ${sim.b.delivered.length} while holding every message`);
+    sim.run();
+    assert.deepEqual(sim.b.delivered, Array.from({ length: 8 }, (_, i) => pattern(i, 1000)));
+  });
+
   test("engine bcopy resolves on the send completion over RC, before any acknowledgement", () => {
     const sim = new Sim();
     sim.run();

@@ -578,13 +578,16 @@ export class Engine {
       }
       r.buf.set(payload, r.filled);
       r.filled += payload.length;
-      this.#repost(index);
       if (!more) {
         if (r.filled !== r.buf.length) {
           throw new ProtocolError(`fragmented message ended at ${r.filled} bytes of a declared ${r.buf.length}`);
         }
         this.#reassembly = undefined;
-        this.#deliver(r.buf, { kind: "owned" });
+        // The last fragment's buffer stays with the message until it is released, so
+        // unreleased messages are bounded by the receive ring (credits stop the peer).
+        this.#deliver(r.buf, { kind: "buffer", index });
+      } else {
+        this.#repost(index);
       }
       return;
     }
