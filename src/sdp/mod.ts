@@ -90,11 +90,10 @@ export async function linkModule(kind: TransportKind): Promise<LinkTransportModu
     case "tcp":
       return await import("../tcp/link.ts");
     case "rdma": {
-      // Kept out of static analysis so a host without the rdma link or the
-      // verbs module still loads tcp and loopback.
-      const url = new URL("./rdma_link.ts", import.meta.url).href;
+      // Loaded only here, so tcp and loopback users never load the verbs
+      // module or the native shim.
       try {
-        return await import(url) as LinkTransportModule;
+        return await import("./rdma_link.ts");
       } catch (e) {
         throw new Error(`the rdma transport is not available: ${(e as Error).message}`, { cause: e });
       }
