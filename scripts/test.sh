@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# `npm test`: every test under both runtimes, on the host and in the Soft-RoCE guest.
+#
+#   1. host phase:  bun test  --timeout 120000 test/*.test.ts
+#                   deno test -A             test/*.test.ts
+#   2. guest phase: ONE guest boot (scripts/guest.sh) that runs
+#                   bun test  --timeout 600000 test/guest/
+#                   deno test -A             test/guest/
+#      (tests there need an RDMA device; on the host they skip themselves)
+#
+# Each run's counts are read from its own summary (bun: " 12 pass", " 0 fail", " 1 skip";
+# deno: "ok | 10 passed | 0 failed | 2 ignored (3s)"). A run that crashes, times out or
+# prints no counts counts as at least one failure. The output ends with a table and then
+# exactly one line "N passed, N failed", the sum over every run; the exit status is
+# nonzero if anything failed.
+#
+# Environment:
+#   RDMA_SKIP_GUEST=1       skip the guest phase (says so)
+#   RDMA_SKIP_HOST=1        skip the host phase (says so)
+#   RDMA_TEST_RUN_TIMEOUT   limit for one host run, as for timeout(1) (default 15m)
+#   RDMA_GUEST_TIMEOUT      limit for the guest boot (scripts/guest.sh; default 40m)
+#   RDMA_TEST_FILTER        passed as a name filter: bun --test-name-pattern, deno --filter
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd -P)
+cd "$ROOT" || exit 2
+export PATH="$ROOT/node_modules/.bin:$PATH"
+RECORD_TAG="##rdma-test-count"
+
+stamp() { date -u +%H:%M:%S; }
+banner() { printf '\n=== [%s] %s ===\n' "$(stamp)" "$*"; }
+
+# Counts from one run's log: "passed failed skipped", or nothing if the summary is missing.
+parse_counts() { # runtime logfile
+  local clean
+  clean=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$2")
+  if [ "$1" = bun ]; then
+    printf '%s\n' "$clean" | awk '
+      /^ *[0-9]+ pass$/  { p = $1; seen = 1 }
+      /^ *[0-9]+ fail$/  { f = $1; seen = 1 }
+      /^ *[0-9]+ skip$/  { s += $1 }
+      /^ *[0-9]+ todo$/  { s += $1 }
+      /^ *[0-9]+ errors?$/ { e = $1 }
+      END { if (seen) print p + 0, f + e, s + 0 }'
+  else
+    printf '%s\n' "$clean" | awk '
+      /^(ok|FAILED) \| / {
+        p = 0; f = 0; s = 0; seen = 1
+        if (match($0, /[0-9]+ passed/))  p = substr($0, RSTART, RLENGTH) + 0
+        if (match($0, /[0-9]+ failed/))  f = substr($0, RSTART, RLENGTH) + 0
+        if (match($0, /[0-9]+ ignored/)) s = substr($0, RSTART, RLENGTH) + 0
+      }
+      END { if (seen) print p, f, s }'
+  fi
+}
+
+# Runs one suite, streaming its output, and prints one record line for the summary.
+run_suite() { # runtime phase files...
+  local runtime=$1 phase=$2 log rc counts p f s note=ok
+  shift 2
+  log=$(mktemp "${TMPDIR:-/tmp}/rdma-test.XXXXXX")
+  local limit=${RDMA_TEST_RUN_TIMEOUT:-15m}
+  [ "$phase" = guest ] && limit=${RDMA_TEST_GUEST_RUN_TIMEOUT:-30m}
+  local cmd
+  if [ "$runtime" = bun ]; then
+    local t=120000
+    [ "$phase" = guest ] && t=600000
+    cmd=(bun test --timeout "$t")
+    [ -n "${RDMA_TEST_FILTER:-}" ] && cmd+=(--test-name-pattern "$RDMA_TEST_FILTER")
+  else
+    cmd=(deno test -A)
+    [ -n "${RDMA_TEST_FILTER:-}" ] && cmd+=(--filter "$RDMA_TEST_FILTER")
+  fi
+  cmd+=("$@")
+  banner "$runtime test ($phase): ${cmd[*]}"
+  local t0=$SECONDS
+  timeout -k 15 "$limit" "${cmd[@]}" < /dev/null 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  counts=$(parse_counts "$runtime" "$log")
+  if [ -z "$counts" ]; then
+    p=0; f=1; s=0; note="no counts (exit $rc)"
+  else
+    read -r p f s <<< "$counts"
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; note="exit $rc"; fi
+  fi
+  [ "$rc" = 124 ] && note="timed out after $limit"
+  [ "$f" != 0 ] && [ "$note" = ok ] && note=FAILED
+  echo "[$(stamp)] $runtime $phase: $p passed, $f failed, $s skipped in $((SECONDS - t0))s ($note)"
+  if [ -n "${RESULTS:-}" ]; then
+    echo "$runtime $phase $p $f $s ${note// /_}" >> "$RESULTS"
+  else
+    echo "$RECORD_TAG $runtime $phase $p $f $s ${note// /_}"
+  fi
+  rm -f "$log"
+}
+
+# ---------------------------------------------------------------- inside the guest
+if [ "${1:-}" = --guest-phase ]; then
+  shift
+  RESULTS=
+  echo "guest: $(uname -r); $(ls /sys/class/infiniband 2>/dev/null | tr '\n' ' ')"
+  run_suite bun guest ./test/guest/
+  run_suite deno guest test/guest/
+  exit 0
+fi
+
+# ---------------------------------------------------------------- host
+RESULTS=$(mktemp "${TMPDIR:-/tmp}/rdma-results.XXXXXX")
+trap 'rm -f "$RESULTS"' EXIT
+START=$SECONDS
+
+shopt -s nullglob
+host_files=(test/*.test.ts)
+guest_files=(test/guest/*.test.ts)
+shopt -u nullglob
+
+if [ "${RDMA_SKIP_HOST:-}" = 1 ]; then
+  banner "host phase SKIPPED (RDMA_SKIP_HOST=1)"
+  echo "bun host 0 0 0 skipped" >> "$RESULTS"
+  echo "deno host 0 0 0 skipped" >> "$RESULTS"
+elif [ ${#host_files[@]} = 0 ]; then
+  banner "host phase: no test/*.test.ts files"
+  echo "bun host 0 0 0 no_files" >> "$RESULTS"
+  echo "deno host 0 0 0 no_files" >> "$RESULTS"
+else
+  bun_files=()
+  for f in "${host_files[@]}"; do bun_files+=("./$f"); done
+  run_suite bun host "${bun_files[@]}"
+  run_suite deno host "${host_files[@]}"
+fi
+
+if [ "${RDMA_SKIP_GUEST:-}" = 1 ]; then
+  banner "guest phase SKIPPED (RDMA_SKIP_GUEST=1): the RDMA tests did not run"
+  echo "bun guest 0 0 0 SKIPPED" >> "$RESULTS"
+  echo "deno guest 0 0 0 SKIPPED" >> "$RESULTS"
+elif [ ${#guest_files[@]} = 0 ]; then
+  banner "guest phase: no test/guest/*.test.ts files yet"
+  echo "bun guest 0 0 0 no_files" >> "$RESULTS"
+  echo "deno guest 0 0 0 no_files" >> "$RESULTS"
+else
+  banner "guest phase: one Soft-RoCE guest boot for bun and deno (${#guest_files[@]} files)"
+  glog=$(mktemp "${TMPDIR:-/tmp}/rdma-guest-log.XXXXXX")
+  RESULTS= bash scripts/guest.sh bash scripts/test.sh --guest-phase 2>&1 | tee "$glog" | grep -av "^$RECORD_TAG "
+  grc=${PIPESTATUS[0]}
+  grep -a "^$RECORD_TAG " "$glog" | cut -d' ' -f2- >> "$RESULTS"
+  for rt in bun deno; do
+    if ! grep -q "^$rt guest " "$RESULTS"; then
+      echo "$rt guest 0 1 0 guest_failed_(exit_$grc)" >> "$RESULTS"
+    fi
+  done
+  rm -f "$glog"
+fi
+
+# ---------------------------------------------------------------- summary
+total_p=0; total_f=0
+banner "summary ($((SECONDS - START))s)"
+printf '%-8s %-6s %8s %8s %8s  %s\n' runtime phase passed failed skipped note
+while read -r rt ph p f s note; do
+  printf '%-8s %-6s %8s %8s %8s  %s\n' "$rt" "$ph" "$p" "$f" "$s" "${note//_/ }"
+  total_p=$((total_p + p)); total_f=$((total_f + f))
+done < "$RESULTS"
+echo "$total_p passed, $total_f failed"
+[ "$total_f" = 0 ]
