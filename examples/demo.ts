@@ -95,6 +95,8 @@ const cluster = await launchCluster({
   transport: flags.transport as TransportChoice,
   args: ["--ack", flags.ack!],
   stderr: "pipe",
+  // Inside the emulated guest, starting three runtimes takes minutes.
+  startTimeoutMs: flags.transport === "rdma" ? 600_000 : 60_000,
 });
 for (const s of [...cluster.servers.values()].sort((x, y) => x.id.localeCompare(y.id))) {
   console.log(`  server ${s.id}: ${s.runtime.padEnd(4)} http ${s.url}  replication ${s.transport} port ${s.clusterPort}`);

@@ -159,7 +159,7 @@ test("cluster expiry is decided by the primary and honoured on the secondary", a
   await c.close();
 });
 
-test("cluster replica rejects a stale primary after a takeover (epoch fencing)", async () => {
+test("cluster replica fences a stale primary after a takeover, which steps down", async () => {
   const c = await startCluster(["a", "b", "c"]);
   const a = c.nodes.get("a")!;
   const s = a.create();
@@ -171,11 +171,18 @@ test("cluster replica rejects a stale primary after a takeover (epoch fencing)",
   const taker = c.nodes.get(takerId)!;
   const adopted = taker.store.adopt(sec.store.snapshot(s.id) as never, cookie.secondary);
   await taker.commit(adopted.id, { n: "new" }, [], { ack: "applied" });
-  // The old primary, unaware, writes at epoch 1: the replica drops it.
-  assert.equal(await a.commit(s.id, { n: "zombie" }, [], { ack: "applied" }), "applied", "stale counts as delivered");
+  // The old primary, unaware, writes at epoch 1: the replica drops it, and the write is not acknowledged.
+  assert.equal(await a.commit(s.id, { n: "zombie" }, [], { ack: "applied" }), "failed", "a fenced write is not durable");
   const replica = sec.store.get(s.id)!;
   assert.deepEqual([replica.epoch, replica.attributes.n], [2, "new"]);
   assert.ok(sec.store.stats().stale >= 1);
+  // The replica told the old primary where the session lives now: it stepped down to a redirect.
+  await until(() => a.store.get(s.id)?.role === "moved", "old primary steps down");
+  assert.equal(a.store.get(s.id)!.primary, takerId);
+  assert.equal(a.stats().failover.fenced, 1);
+  // A request carrying the old cookie at the old primary now follows the redirect: the newest data.
+  const back = await a.open(cookie);
+  assert.deepEqual([back?.attributes.n, back?.epoch], ["new", 3]);
   await c.close();
 });
 

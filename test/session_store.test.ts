@@ -47,7 +47,7 @@ test("session replica applies deltas on their base and asks for a snapshot witho
   assert.equal(replica.get(s.id)!.version, 3);
 });
 
-test("session replica drops stale versions and stale epochs", () => {
+test("session replica drops stale versions and fences stale epochs", () => {
   const { primary, replica } = pair();
   const s = primary.create("b");
   const d1 = primary.commit(s.id, { v: 1 }, []);
@@ -64,8 +64,8 @@ test("session replica drops stale versions and stale epochs", () => {
   assert.equal(replica.applyReplica(newPrimary.snapshot(s.id)!), "applied");
   const zombie = primary.commit(s.id, { v: "zombie" }, []);
   assert.equal(zombie.version, 3);
-  assert.equal(replica.applyReplica(zombie), "stale", "epoch 1 after epoch 2");
-  assert.equal(replica.applyReplica(primary.snapshot(s.id)!), "stale", "epoch-1 snapshot after epoch 2");
+  assert.equal(replica.applyReplica(zombie), "fenced", "epoch 1 after epoch 2");
+  assert.equal(replica.applyReplica(primary.snapshot(s.id)!), "fenced", "epoch-1 snapshot after epoch 2");
   assert.deepEqual(replica.get(s.id)!.attributes, { v: 2 });
   assert.equal(replica.stats().stale, 4);
 });

@@ -8,11 +8,13 @@
  * - `replicate(update)` → ApplyResult. A delta without its base on a
  *   non-`applied` call makes this server call `resync` back on the primary.
  * - `resync({id})`: the primary re-sends the whole session to the caller.
- * - `fetch({id, takeover, primaryGone})` → FetchReply: a copy for a server that
- *   is taking the session over. A replica first waits until every message the
- *   dead primary sent has been applied (its inbound socket has drained). A
- *   live primary asked with `takeover` hands the session over and keeps a
- *   redirect (`moved`).
+ * - `fetch({id, primaryGone})` → FetchReply: a copy for a server that is taking
+ *   the session over. A replica asked because the primary is gone first waits
+ *   until every message that primary sent has been applied (its inbound socket
+ *   has drained). A primary always hands the session over and keeps a redirect
+ *   (`moved`), so there is one primary at a time.
+ * - `fenced({id, epoch, primary})`: a replica saw an update from an older epoch;
+ *   the sender steps down and keeps a redirect to the newer primary.
  * - `drop({id, epoch})`: forget a replica superseded by a newer epoch.
  *
  * Failover, when a request names a session this server is not primary of:
@@ -109,6 +111,8 @@ export interface SessionClusterStats {
     /** Snapshots sent to a new secondary after the old one went down. */
     rereplicated: number;
     resyncs: number;
+    /** Sessions this server stepped down from because a replica knew a newer primary. */
+    fenced: number;
   };
 }
 
@@ -140,7 +144,7 @@ export class SessionCluster {
   #takeovers = new Map<string, Promise<SessionRecord | undefined>>();
   /** Sessions adopted here whose new secondary has not yet got a snapshot; value: the old holder to `drop`. */
   #unreplicated = new Map<string, string | undefined>();
-  #counts = { promoted: 0, migrated: 0, lost: 0, rereplicated: 0, resyncs: 0 };
+  #counts = { promoted: 0, migrated: 0, lost: 0, rereplicated: 0, resyncs: 0, fenced: 0 };
 
   constructor(options: SessionClusterOptions) {
     this.self = options.self;
@@ -372,7 +376,7 @@ export class SessionCluster {
       for (let hop = 0; hop < 4 && reply === undefined; hop++) {
         if (source === this.self || tried.has(source) || !this.node.isAlive(source)) break;
         tried.add(source);
-        reply = await this.#fetch(source, id, true, false);
+        reply = await this.#fetch(source, id, false);
         if (reply?.status === "moved") {
           source = reply.to;
           reply = undefined;
@@ -412,7 +416,7 @@ export class SessionCluster {
       // 3. Fetch from the cookie's secondary.
       const secondary = locator.secondary;
       if (secondary !== undefined && secondary !== this.self && !tried.has(secondary) && this.node.isAlive(secondary)) {
-        reply = await this.#fetch(secondary, id, false, true);
+        reply = await this.#fetch(secondary, id, true);
         if (reply?.status === "found") oldHolder = secondary;
       }
     }
@@ -421,7 +425,7 @@ export class SessionCluster {
       //    the client's last response): ask every other live peer.
       for (const peer of this.node.alivePeers()) {
         if (peer.id === this.self || tried.has(peer.id) || peer.id === locator.secondary) continue;
-        const found = await this.#fetch(peer.id, id, false, !this.node.isAlive(locator.primary));
+        const found = await this.#fetch(peer.id, id, !this.node.isAlive(locator.primary));
         if (found !== undefined && found.status !== "missing" && found.status !== "moved") {
           reply = found;
           if (found.status === "found") oldHolder = peer.id;
@@ -445,11 +449,11 @@ export class SessionCluster {
     while (this.node.isAlive(peer) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
-  async #fetch(peer: string, id: string, takeover: boolean, primaryGone: boolean): Promise<FetchReply | undefined> {
+  async #fetch(peer: string, id: string, primaryGone: boolean): Promise<FetchReply | undefined> {
     const endpoint = this.node.endpoint(peer);
     if (endpoint === undefined) return undefined;
     try {
-      const reply = await endpoint.call("fetch", { id, takeover, primaryGone }, {
+      const reply = await endpoint.call("fetch", { id, primaryGone }, {
         ack: "applied",
         timeoutMs: this.#fetchTimeoutMs,
       });
@@ -491,6 +495,15 @@ export class SessionCluster {
         if (result === "need-snapshot" && ctx.ack !== "applied") {
           void this.node.endpoint(update.primary)?.call("resync", { id: update.id }, { ack: "none" });
         }
+        if (result === "fenced") {
+          // Tell the old primary where the session lives now, so it steps down.
+          const held = this.store.get(update.id)!;
+          void this.node.endpoint(update.primary)?.call("fenced", {
+            id: update.id,
+            epoch: held.epoch,
+            primary: held.role === "primary" ? this.self : held.primary,
+          }, { ack: "none" });
+        }
         return result;
       },
       resync: (args: unknown, ctx: CallContext) => {
@@ -503,7 +516,7 @@ export class SessionCluster {
         return true;
       },
       fetch: async (args: unknown, ctx: CallContext): Promise<FetchReply> => {
-        const a = args as { id?: unknown; takeover?: unknown; primaryGone?: unknown } | null;
+        const a = args as { id?: unknown; primaryGone?: unknown } | null;
         if (!isValidSessionId(a?.id)) throw new Error(`fetch 'id' must be a session id: got ${JSON.stringify(a?.id)}`);
         const id = a.id;
         let record = this.store.get(id);
@@ -521,11 +534,25 @@ export class SessionCluster {
         }
         const snapshot = this.store.snapshot(id);
         if (snapshot?.kind !== "snapshot") return { status: "expired" };
-        if (record.role === "primary" && a.takeover === true) {
+        if (record.role === "primary") {
+          // Whoever fetches a session adopts it: a primary always hands it over (one primary at a time).
           this.store.markMoved(id, ctx.endpoint.name);
           this.#unreplicated.delete(id);
         }
         return { status: "found", snapshot };
+      },
+      fenced: (args: unknown) => {
+        const a = args as { id?: unknown; epoch?: unknown; primary?: unknown } | null;
+        if (!isValidSessionId(a?.id) || typeof a.epoch !== "number" || typeof a.primary !== "string") {
+          throw new Error("fenced needs {id, epoch, primary}");
+        }
+        const record = this.store.get(a.id);
+        if (record?.role !== "primary" || record.expired || record.epoch >= a.epoch || a.primary === this.self) return false;
+        this.#counts.fenced++;
+        this.#logger.warn(`cluster ${this.self}: session '${a.id}' has a newer primary '${a.primary}' (epoch ${a.epoch}); stepping down`);
+        this.store.markMoved(a.id, a.primary);
+        this.#unreplicated.delete(a.id);
+        return true;
       },
       drop: (args: unknown) => {
         const a = args as { id?: unknown; epoch?: unknown } | null;

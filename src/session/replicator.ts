@@ -157,7 +157,8 @@ export class Replicator {
       const second = await endpoint.call(REPLICATE_METHOD, snapshot, { ack });
       return second === "applied" || second === "stale" ? "applied" : "failed";
     }
-    // `stale` means the secondary already holds this version or newer: the data is there.
+    // `stale` means the secondary already holds this version: the data is there.
+    // `fenced` means a newer primary exists: this update is not durable.
     return (result as ApplyResult) === "applied" || result === "stale" ? "applied" : "failed";
   }
 

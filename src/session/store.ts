@@ -7,7 +7,7 @@
  *    for it is `stale` (ids are 128 random bits, never reused), so an expired
  *    session never comes back.
  * 2. Epoch first: an update from an older epoch (a primary that has been
- *    replaced) is `stale`; a delta from a newer epoch is `need-snapshot`.
+ *    replaced) is `fenced`; a delta from a newer epoch is `need-snapshot`.
  * 3. Then version: an update at or below the held version is `stale`.
  * 4. A delta applies only on top of exactly its `base` version; otherwise
  *    `need-snapshot` (the replica lacks the base).
@@ -58,6 +58,7 @@ export interface SessionStoreStats {
   primaries: number;
   replicas: number;
   applied: number;
+  /** Updates dropped as stale or fenced (older version or epoch). */
   stale: number;
   needSnapshot: number;
   expired: number;
@@ -249,7 +250,7 @@ export class SessionStore {
   applyReplica(update: ReplicationUpdate): ApplyResult {
     const result = this.#apply(update);
     if (result === "applied") this.#counts.applied++;
-    else if (result === "stale") this.#counts.stale++;
+    else if (result === "stale" || result === "fenced") this.#counts.stale++;
     else this.#counts.needSnapshot++;
     return result;
   }
@@ -320,8 +321,8 @@ export class SessionStore {
     const held = this.#records.get(u.id);
     if (held !== undefined) {
       if (held.expired) return "stale"; // rule 1
-      if (held.role === "primary" && u.epoch <= held.epoch) return "stale";
-      if (u.epoch < held.epoch) return "stale"; // rule 2
+      if (held.role === "primary" && u.epoch <= held.epoch) return "fenced";
+      if (u.epoch < held.epoch) return "fenced"; // rule 2
       if (u.epoch === held.epoch && u.version <= held.version) return "stale"; // rule 3
     }
     switch (u.kind) {

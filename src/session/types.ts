@@ -81,7 +81,10 @@ export type ReplicationUpdate = SnapshotUpdate | DeltaUpdate | TombstoneUpdate;
 /**
  * What a replica did with an update:
  * - `applied`;
- * - `stale`: older than what it holds (version or epoch), dropped;
+ * - `stale`: a version it already holds (same epoch), or the session has a
+ *   tombstone: dropped, and the data is already there;
+ * - `fenced`: from an older epoch than the replica knows (or the replica is
+ *   itself the primary now): the sender is no longer primary; dropped;
  * - `need-snapshot`: it lacks the base of a delta; the primary must send a snapshot.
  */
-export type ApplyResult = "applied" | "stale" | "need-snapshot";
+export type ApplyResult = "applied" | "stale" | "fenced" | "need-snapshot";
