@@ -11,6 +11,12 @@ interface Plan {
   tcp: boolean;
   batchAcks: boolean;
   count: number;
+  /** Receive buffer size and send slots of each side (they may differ). */
+  countB: number;
+  bufA: number;
+  bufB: number;
+  slotsA: number;
+  slotsB: number;
   threshold: number;
   failReadProb: number;
   /** [side, size, steps to run before this send] */
@@ -23,6 +29,11 @@ const plan: fc.Arbitrary<Plan> = fc.record({
   tcp: fc.boolean(),
   batchAcks: fc.boolean(),
   count: fc.integer({ min: 4, max: 10 }),
+  countB: fc.integer({ min: 4, max: 10 }),
+  bufA: fc.constantFrom(64, 100, 256),
+  bufB: fc.constantFrom(64, 100, 256),
+  slotsA: fc.integer({ min: 2, max: 9 }),
+  slotsB: fc.integer({ min: 2, max: 9 }),
   threshold: fc.constantFrom(64, 200, 512, 5000),
   failReadProb: fc.constantFrom(0, 0, 0.3, 1),
   sends: fc.array(
@@ -31,11 +42,11 @@ const plan: fc.Arbitrary<Plan> = fc.record({
       fc.oneof(fc.integer({ min: 1, max: 240 }), fc.integer({ min: 241, max: 4096 })),
       fc.integer({ min: 0, max: 6 }),
     ),
-    { minLength: 1, maxLength: 40 },
+    { minLength: 1, maxLength: 60, size: "medium" },
   ),
 });
 
-function build(p: Plan, extra: { dropReadProb?: number } = {}): Sim {
+function build(p: Plan, extra: { dropReadProb?: number; timeJumps?: boolean } = {}): Sim {
   return new Sim({
     seed: p.seed,
     zcopy: p.zcopy && !p.tcp,
@@ -43,7 +54,10 @@ function build(p: Plan, extra: { dropReadProb?: number } = {}): Sim {
     batchAcks: p.batchAcks,
     failReadProb: p.failReadProb,
     dropReadProb: extra.dropReadProb,
-    engine: { recvBufferCount: p.count, sendSlots: Math.max(2, p.count - 1), zcopyThreshold: p.threshold },
+    timeJumps: extra.timeJumps,
+    engine: { recvBufferCount: p.count, zcopyThreshold: p.threshold },
+    a: { recvBufferSize: p.bufA, sendSlotSize: p.bufA, sendSlots: p.slotsA },
+    b: { recvBufferSize: p.bufB, sendSlotSize: p.bufB, sendSlots: p.slotsB, recvBufferCount: p.countB },
   });
 }
 
@@ -114,6 +128,35 @@ describe("engine property", () => {
       }),
       { numRuns: Math.ceil(RUNS / 2) },
     );
+  });
+
+  test("engine property: timers that fire early (slow peers) cancel transfers without losing, duplicating, reordering or corrupting a message", () => {
+    let cancels = 0;
+    fc.assert(
+      fc.property(plan, (p) => {
+        const sim = build({ ...p, zcopy: true, tcp: false }, { timeJumps: true });
+        const sent = drive(sim, p);
+        sim.run();
+        cancels += sim.a.engine.stats.cancels + sim.b.engine.stats.cancels;
+        assertPrefix(sim.b.delivered, sent[0], "a→b");
+        assertPrefix(sim.a.delivered, sent[1], "b→a");
+        if (!sim.a.closed && !sim.b.closed) {
+          assert.equal(sim.b.delivered.length, sent[0].length, "a→b: not everything arrived (deadlock?)");
+          assert.equal(sim.a.delivered.length, sent[1].length, "b→a: not everything arrived (deadlock?)");
+        } else {
+          // Only a transfer stuck past its second timeout may end the connection.
+          const why = [sim.a.closed?.error?.message, sim.b.closed?.error?.message].join(" | ");
+          assert.match(why, /stuck|disconnected|handshake timed out/);
+        }
+        for (const [side, s] of [[0, sim.a], [1, sim.b]] as const) {
+          assert.equal(s.resolved.length + s.rejected.size, sent[side].length, `side ${side}: every send settles`);
+          const peerDelivered = side === 0 ? sim.b.delivered.length : sim.a.delivered.length;
+          assert.ok(s.resolved.length <= peerDelivered, `side ${side}: resolved ${s.resolved.length} > delivered ${peerDelivered}`);
+        }
+      }),
+      { numRuns: RUNS },
+    );
+    assert.ok(cancels > 0, "the cancel path was exercised");
   });
 
   test("engine property: closing at a random moment settles every send and leaves an intact prefix on both sides", () => {
