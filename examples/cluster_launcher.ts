@@ -78,7 +78,8 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
   const transport = options.transport ?? "auto";
   const timeoutMs = options.startTimeoutMs ?? 60_000;
   const servers = new Map<string, LaunchedServer>();
-  const listening = new Map<string, Promise<{ clusterPort: number; httpPort: number; transport: string }>>();
+  type Listening = { host: string; clusterPort: number; httpPort: number; transport: string };
+  const listening = new Map<string, Promise<Listening>>();
   const ready = new Map<string, Promise<void>>();
   const children: ChildProcess[] = [];
   try {
@@ -105,12 +106,12 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
       if (options.stderr === "pipe") {
         createInterface({ input: child.stderr! }).on("line", (line) => log.push(line));
       }
-      let onListening!: (v: { clusterPort: number; httpPort: number; transport: string }) => void;
+      let onListening!: (v: Listening) => void;
       let onReady!: () => void;
       let onFail!: (e: Error) => void;
       const failed = new Promise<never>((_, reject) => (onFail = reject));
       failed.catch(() => {});
-      listening.set(spec.id, Promise.race([new Promise<{ clusterPort: number; httpPort: number; transport: string }>((r) => (onListening = r)), failed]));
+      listening.set(spec.id, Promise.race([new Promise<Listening>((r) => (onListening = r)), failed]));
       ready.set(spec.id, Promise.race([new Promise<void>((r) => (onReady = r)), failed]));
       const exited = new Promise<string>((resolve) => {
         child.on("exit", (code, sig) => {
@@ -134,7 +135,7 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
             id: spec.id,
             runtime: spec.runtime,
             transport: String(event.transport),
-            url: `http://127.0.0.1:${event.httpPort}`,
+            url: `http://${event.host}:${event.httpPort}`,
             clusterPort: Number(event.clusterPort),
             child,
             alive: true,
@@ -151,7 +152,7 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
     );
     const peers: PeerConfig[] = options.servers.map((s, i) => ({
       id: s.id,
-      host: "127.0.0.1",
+      host: ports[i].host,
       port: ports[i].clusterPort,
       transport: ports[i].transport as TransportChoice,
     }));

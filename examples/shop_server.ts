@@ -3,8 +3,8 @@
  * tests). It talks to its parent in JSON lines:
  *
  * 1. It listens for peers (replication transport) and for HTTP, both on
- *    127.0.0.1 with port 0, and prints
- *    `{"event":"listening","id","runtime","transport","clusterPort","httpPort"}`.
+ *    `--host` (127.0.0.1) with port 0, and prints
+ *    `{"event":"listening","id","host","runtime","transport","clusterPort","httpPort"}`.
  * 2. The parent answers on stdin with `{"peers":[{id,host,port,transport},...]}`.
  * 3. It joins the cluster, waits for every peer, and prints `{"event":"ready"}`.
  *
@@ -99,6 +99,7 @@ export async function runShopServer(config: ShopServerConfig): Promise<void> {
   emit({
     event: "listening",
     id: config.id,
+    host: config.host,
     runtime: runtimeName(),
     transport: listener.transport,
     clusterPort: listener.address.port,
