@@ -1,12 +1,24 @@
 /**
  * Cluster tests with real child processes (Bun and Deno servers mixed) over
- * the tcp transport: kill -9 of the primary under load, expiry across
+ * the tcp transport (rdma in the guest): kill -9 of the primary under load, expiry across
  * processes, and a stalled (SIGSTOPped) secondary.
  */
 import { test } from "node:test";
+import process from "node:process";
 import assert from "node:assert/strict";
 import { launchCluster, type LaunchedCluster } from "../examples/cluster_launcher.ts";
 import { parseSessionCookie } from "../src/cluster/cookie.ts";
+
+/**
+ * Inside the Soft-RoCE guest (scripts/guest.sh sets RDMA_IN_GUEST=1) these
+ * tests run over real rdma on the guest's rxe address; elsewhere over tcp on
+ * the loopback address. A file under test/guest/ that imports this one runs
+ * them in the guest.
+ */
+const IN_GUEST = process.env.RDMA_IN_GUEST === "1";
+const TRANSPORT = IN_GUEST ? "rdma" as const : "tcp" as const;
+const HOST = IN_GUEST ? "192.0.2.1" : "127.0.0.1";
+const START_TIMEOUT_MS = IN_GUEST ? 600_000 : 60_000;
 
 const SECRET = "failover-test-secret-0123456789abcdef";
 
@@ -40,13 +52,14 @@ function route(cluster: LaunchedCluster, client: Client): string {
 }
 
 for (const [ack, victimRuntime] of [["transport", "deno"], ["applied", "bun"]] as const) {
-  test(`cluster of Bun and Deno servers loses no ${ack}-acknowledged update when the primary is killed -9 under load`, async () => {
+  test(`cluster of Bun and Deno servers over ${TRANSPORT} loses no ${ack}-acknowledged update when the primary is killed -9 under load`, async () => {
     const runtimes = victimRuntime === "deno" ? ["bun", "deno", "bun"] as const : ["deno", "bun", "deno"] as const;
     const cluster = await launchCluster({
       servers: runtimes.map((runtime, i) => ({ id: "abc"[i], runtime })),
       secret: SECRET,
-      transport: "tcp",
-      args: ["--ack", ack, "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
+      transport: TRANSPORT,
+    startTimeoutMs: START_TIMEOUT_MS,
+      args: ["--host", HOST, "--ack", ack, "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
       stderr: "pipe",
     });
     try {
@@ -104,12 +117,13 @@ for (const [ack, victimRuntime] of [["transport", "deno"], ["applied", "bun"]] a
   });
 }
 
-test("cluster expiry decided by the primary is honoured by the secondary after the primary dies", async () => {
+test(`cluster over ${TRANSPORT}: expiry decided by the primary is honoured by the secondary after the primary dies`, async () => {
   const cluster = await launchCluster({
     servers: [{ id: "a", runtime: "bun" }, { id: "b", runtime: "deno" }],
     secret: SECRET,
-    transport: "tcp",
-    args: ["--ack", "applied", "--max-idle-ms", "800", "--sweep-ms", "50", "--heartbeat-ms", "100"],
+    transport: TRANSPORT,
+    startTimeoutMs: START_TIMEOUT_MS,
+    args: ["--host", HOST, "--ack", "applied", "--max-idle-ms", "800", "--sweep-ms", "50", "--heartbeat-ms", "100"],
     stderr: "pipe",
   });
   try {
@@ -136,13 +150,14 @@ test("cluster expiry decided by the primary is honoured by the secondary after t
 });
 
 for (const ack of ["none", "transport"] as const) {
-  test(`cluster primary answers within the bound in ${ack} mode while its secondary process is stopped (SIGSTOP)`, async () => {
+  test(`cluster over ${TRANSPORT}: the primary answers within the bound in ${ack} mode while its secondary process is stopped (SIGSTOP)`, async () => {
     const bound = 300;
     const cluster = await launchCluster({
       servers: [{ id: "a", runtime: "deno" }, { id: "b", runtime: "bun" }],
       secret: SECRET,
-      transport: "tcp",
-      args: ["--ack", ack, "--ack-timeout-ms", String(bound), "--heartbeat-timeout-ms", "60000"],
+      transport: TRANSPORT,
+    startTimeoutMs: START_TIMEOUT_MS,
+      args: ["--host", HOST, "--ack", ack, "--ack-timeout-ms", String(bound), "--heartbeat-timeout-ms", "60000"],
       stderr: "pipe",
     });
     try {

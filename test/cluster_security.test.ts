@@ -5,6 +5,7 @@
  * real replication, and no forged replica may ever be served.
  */
 import { test } from "node:test";
+import process from "node:process";
 import assert from "node:assert/strict";
 import { launchCluster, type LaunchedCluster } from "../examples/cluster_launcher.ts";
 import { authenticate } from "../src/cluster/auth.ts";
@@ -12,6 +13,17 @@ import { parseSessionCookie } from "../src/cluster/cookie.ts";
 import { encodeCall } from "../src/rmi/frame.ts";
 import { jsonCodec } from "../src/rmi/codec.ts";
 import { connect } from "../src/sdp/mod.ts";
+
+/**
+ * Inside the Soft-RoCE guest (scripts/guest.sh sets RDMA_IN_GUEST=1) these
+ * tests run over real rdma on the guest's rxe address; elsewhere over tcp on
+ * the loopback address. A file under test/guest/ that imports this one runs
+ * them in the guest.
+ */
+const IN_GUEST = process.env.RDMA_IN_GUEST === "1";
+const TRANSPORT = IN_GUEST ? "rdma" as const : "tcp" as const;
+const HOST = IN_GUEST ? "192.0.2.1" : "127.0.0.1";
+const START_TIMEOUT_MS = IN_GUEST ? 600_000 : 60_000;
 
 const SECRET = "security-test-secret-0123456789";
 
@@ -29,12 +41,13 @@ function closedWithin(socket: { closed: Promise<unknown> }, ms: number) {
   return Promise.race([socket.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 }
 
-test("cluster rejects intruders (no secret, no handshake, garbage) without disturbing replication", async () => {
+test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garbage) without disturbing replication`, async () => {
   const cluster = await launchCluster({
     servers: [{ id: "a", runtime: "bun" }, { id: "b", runtime: "deno" }, { id: "c", runtime: "bun" }],
     secret: SECRET,
-    transport: "tcp",
-    args: ["--ack", "applied", "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
+    transport: TRANSPORT,
+    startTimeoutMs: START_TIMEOUT_MS,
+    args: ["--host", HOST, "--ack", "applied", "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
     stderr: "pipe",
   });
   try {
@@ -45,7 +58,7 @@ test("cluster rejects intruders (no secret, no handshake, garbage) without distu
     const port = secondary.clusterPort;
 
     // 1. A peer that claims to be 'a' but lacks the secret.
-    const noSecret = await connect({ transport: "tcp", host: "127.0.0.1", port });
+    const noSecret = await connect({ transport: TRANSPORT, host: HOST, port });
     await assert.rejects(
       authenticate(noSecret, noSecret[Symbol.asyncIterator](), {
         role: "dialer",
@@ -58,7 +71,7 @@ test("cluster rejects intruders (no secret, no handshake, garbage) without distu
     assert.ok(await closedWithin(noSecret, 5000), "the server closed the unauthenticated connection");
 
     // 2. A peer that skips the handshake and sends a forged replica of alice's session.
-    const forger = await connect({ transport: "tcp", host: "127.0.0.1", port });
+    const forger = await connect({ transport: TRANSPORT, host: HOST, port });
     const forged = {
       kind: "snapshot",
       id: loc.id,
@@ -73,7 +86,7 @@ test("cluster rejects intruders (no secret, no handshake, garbage) without distu
     assert.ok(await closedWithin(forger, 5000), "the server closed the connection that skipped authentication");
 
     // 3. A peer with the secret that then sends a malformed frame.
-    const garbler = await connect({ transport: "tcp", host: "127.0.0.1", port });
+    const garbler = await connect({ transport: TRANSPORT, host: HOST, port });
     const who = await authenticate(garbler, garbler[Symbol.asyncIterator](), {
       role: "dialer",
       self: "c" === loc.secondary ? "a" : "c",
