@@ -42,7 +42,6 @@ export function shopHandler(cluster: SessionCluster) {
           return Response.json({ lines: Object.keys(cart).length, server: cluster.self });
         }
         case "/cart":
-          session.touch();
           return Response.json({
             user: session.get("user") ?? null,
             cart: session.get("cart") ?? {},

@@ -26,8 +26,10 @@ function shop(request: Request, session: Session): Response {
         session.set("cart", cart);
         return Response.json({ cart });
       }
-      case "/cart":
+      case "/touch":
         session.touch();
+        return Response.json({ ok: true });
+      case "/cart":
         return Response.json({ user: session.get("user") ?? null, cart: session.get("cart") ?? [], epoch: session.epoch });
       case "/big":
         session.set("blob", "x".repeat(Number(url.searchParams.get("n"))));
@@ -130,6 +132,10 @@ test("http withSessions creates a session on first write and names primary and s
   assert.equal(add.headers.get("set-cookie"), null, "unchanged location: no new cookie");
   const cart = await fetch(`${a.url}/cart`, { headers: { cookie } });
   assert.deepEqual(await cart.json(), { user: "ada", cart: ["apple"], epoch: 1 });
+  assert.equal(cart.headers.get("x-replication"), null, "a read replicates nothing");
+  const touched = await fetch(`${a.url}/touch`, { headers: { cookie } });
+  await touched.body?.cancel();
+  assert.equal(touched.headers.get("x-replication"), "transport", "touch() replicates the access time");
   await shopCluster.close();
 });
 

@@ -275,9 +275,12 @@ export class SessionCluster {
     return this.replicator.replicateSnapshot(record.id, next, ack, left);
   }
 
-  /** Records an access; replicates only when the replica's access time would fall too far behind. */
-  touch(id: string, options: ReplicateOptions = {}): Promise<ReplicationOutcome | undefined> {
-    const delta = this.store.touch(id);
+  /**
+   * Records an access; replicates it only when the replica's access time would
+   * fall a quarter of `maxIdleMs` behind, or always with `force`.
+   */
+  touch(id: string, options: ReplicateOptions & { force?: boolean } = {}): Promise<ReplicationOutcome | undefined> {
+    const delta = this.store.touch(id, options.force);
     const record = this.store.get(id)!;
     if (delta === undefined && !this.#unreplicated.has(id)) return Promise.resolve(undefined);
     this.#ensureSecondary(record);

@@ -101,7 +101,12 @@ export class Session {
     return had;
   }
 
-  /** Marks the session as used without changing it (keeps it from expiring). */
+  /**
+   * Replicates this access now, so that the secondary's idle clock restarts
+   * too. (Every request that carries the session already counts as an access
+   * on the primary; without `touch()`, the access time is replicated lazily,
+   * once it is a quarter of `maxIdleMs` old.)
+   */
   touch(): void {
     this.#touched = true;
   }
@@ -138,7 +143,7 @@ export class Session {
     if (record !== undefined) {
       const changed = this.#created || this.#del.size > 0 || Object.keys(this.#set).length > 0;
       if (changed) work.push(this.#cluster.commit(record.id, this.#set, [...this.#del], options));
-      else work.push(this.#cluster.touch(record.id, options));
+      else work.push(this.#cluster.touch(record.id, { ...options, force: this.#touched }));
     }
     this.#set = {};
     this.#del.clear();
@@ -151,7 +156,6 @@ export class Session {
       this.#record = this.#cluster.create();
       this.#created = true;
     }
-    this.#touched = true;
     return this.#record;
   }
 }

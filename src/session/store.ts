@@ -188,13 +188,13 @@ export class SessionStore {
   /**
    * Records an access on the primary. Returns a delta (no attribute changes)
    * when the replica's view of the access time has fallen more than a quarter
-   * of `maxIdleMs` behind, so the replica would not think the session idle;
-   * otherwise `undefined` (nothing to replicate).
+   * of `maxIdleMs` behind (or always, with `force`), so the replica would not
+   * think the session idle; otherwise `undefined` (nothing to replicate).
    */
-  touch(id: string): DeltaUpdate | undefined {
+  touch(id: string, force = false): DeltaUpdate | undefined {
     const record = this.#livePrimary(id);
     record.lastAccess = this.now();
-    if (record.lastAccess - record.replicatedAccess < record.maxIdleMs / 4) return undefined;
+    if (!force && record.lastAccess - record.replicatedAccess < record.maxIdleMs / 4) return undefined;
     return this.commit(id, {}, []);
   }
 
