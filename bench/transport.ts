@@ -1,0 +1,193 @@
+/**
+ * Client side of the transport benchmarks: latency (one message at a time)
+ * and throughput (a window of messages in flight) over our SDP socket, and
+ * the same over a plain node:net echo for reference. The peers are in
+ * `peer.ts`, in another process.
+ *
+ * Latency of one message, two figures:
+ * - `sendReturnUs`: from `send()` to its promise resolving: the *return*
+ *   (bytes in the peer's memory: RC send completion for bcopy, RdmaRdCompl
+ *   for zcopy, the transport acknowledgement on TCP). This is what a
+ *   replicated update waits for in ack mode `transport`.
+ * - `halfRttUs`: half the round trip through an echo (the ping-pong that
+ *   `ib_send_lat` reports).
+ *
+ * @module
+ */
+import * as net from "node:net";
+import { connect } from "../src/sdp/mod.ts";
+import type { MessageSocket, ReceivedMessage, TransportKind } from "../src/sdp/types.ts";
+import { round, summarize } from "./lib.ts";
+import { FrameReader } from "./peer.ts";
+
+export interface LatencyPoint {
+  size: number;
+  mode: string;
+  n: number;
+  sendReturnUs?: number;
+  sendReturnP99Us?: number;
+  halfRttUs: number;
+  halfRttP99Us: number;
+}
+
+export interface ThroughputPoint {
+  size: number;
+  mode: string;
+  messages: number;
+  window: number;
+  MBps: number;
+  seconds: number;
+}
+
+/** A pattern message of `size` bytes (content is irrelevant, but not all zero). */
+export function message(size: number): Uint8Array {
+  const b = new Uint8Array(size);
+  for (let i = 0; i < size; i += 4096) b[i] = i & 0xff;
+  return b;
+}
+
+export interface SdpClientOptions {
+  transport: TransportKind;
+  host: string;
+  port: number;
+  zcopyThreshold: number;
+  maxMessageSize: number;
+}
+
+export function sdpConnect(o: SdpClientOptions): Promise<MessageSocket> {
+  return connect({ transport: o.transport, host: o.host, port: o.port, zcopyThreshold: o.zcopyThreshold, maxMessageSize: o.maxMessageSize, timeoutMs: 60_000, handshakeTimeoutMs: 60_000 });
+}
+
+/** Ping-pong through an echo peer, `n` times after `warmup`. */
+export async function sdpLatency(s: MessageSocket, size: number, n: number, mode: string, warmup = 3): Promise<LatencyPoint> {
+  const it = s[Symbol.asyncIterator]();
+  const msg = message(size);
+  const ret: number[] = [], rtt: number[] = [];
+  for (let i = 0; i < warmup + n; i++) {
+    const t0 = performance.now();
+    const echoed = it.next();
+    await s.send(msg);
+    const t1 = performance.now();
+    const r = await echoed;
+    const t2 = performance.now();
+    if (r.done) throw new Error("echo peer closed the socket");
+    const m = r.value as ReceivedMessage;
+    if (m.bytes.length !== size) throw new Error(`echo of ${size} bytes came back with ${m.bytes.length}`);
+    m.release();
+    if (i >= warmup) {
+      ret.push((t1 - t0) * 1000);
+      rtt.push((t2 - t0) * 500);
+    }
+  }
+  const a = summarize(ret), b = summarize(rtt);
+  return { size, mode, n, sendReturnUs: a.p50, sendReturnP99Us: a.p99, halfRttUs: b.p50, halfRttP99Us: b.p99 };
+}
+
+/**
+ * `count` messages with at most `window` in flight. `echo` true: a message
+ * is done when its echo is back (TCP, compared with a plain echo); false: when
+ * its `send` returns (a sink peer; compared with ib_read_bw).
+ */
+export async function sdpThroughput(s: MessageSocket, size: number, count: number, window: number, mode: string, echo: boolean): Promise<ThroughputPoint> {
+  const msg = message(size);
+  const it = echo ? s[Symbol.asyncIterator]() : undefined;
+  const t0 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let sent = 0, done = 0, inflight = 0;
+    const finish = () => {
+      inflight--;
+      if (++done === count) resolve();
+      else pump();
+    };
+    const pump = () => {
+      while (inflight < window && sent < count) {
+        inflight++;
+        sent++;
+        const p = s.send(msg);
+        if (!echo) p.then(finish, reject);
+        else {
+          p.catch(reject);
+          it!.next().then((r) => {
+            if (r.done) return reject(new Error("echo peer closed the socket"));
+            (r.value as ReceivedMessage).release();
+            finish();
+          }, reject);
+        }
+      }
+    };
+    pump();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  return { size, mode, messages: count, window, MBps: round((size * count) / seconds / 1e6), seconds: round(seconds) };
+}
+
+/** A plain node:net connection speaking `[u32 length][payload]` frames. */
+export class PlainClient {
+  readonly #sock: net.Socket;
+  #waiters: ((f: Uint8Array) => void)[] = [];
+  private constructor(sock: net.Socket) {
+    this.#sock = sock;
+    const reader = new FrameReader((f) => this.#waiters.shift()?.(f));
+    sock.on("data", (d: Uint8Array) => reader.push(d));
+  }
+  static connect(host: string, port: number): Promise<PlainClient> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port }, () => {
+        sock.setNoDelay(true);
+        resolve(new PlainClient(sock));
+      });
+      sock.once("error", reject);
+    });
+  }
+  /** A frame ready to write (length prefix + payload). */
+  static frame(size: number): Uint8Array {
+    const f = new Uint8Array(4 + size);
+    new DataView(f.buffer).setUint32(0, size, true);
+    f.set(message(size), 4);
+    return f;
+  }
+  /** Writes a frame; resolves with the next frame that comes back. */
+  roundTrip(frame: Uint8Array): Promise<Uint8Array> {
+    const p = new Promise<Uint8Array>((r) => this.#waiters.push(r));
+    this.#sock.write(frame);
+    return p;
+  }
+  close(): void {
+    this.#sock.destroy();
+  }
+}
+
+export async function plainLatency(c: PlainClient, size: number, n: number, warmup = 3): Promise<LatencyPoint> {
+  const frame = PlainClient.frame(size);
+  const rtt: number[] = [];
+  for (let i = 0; i < warmup + n; i++) {
+    const t0 = performance.now();
+    const back = await c.roundTrip(frame);
+    if (back.length !== frame.length) throw new Error(`plain echo of ${size} bytes came back with ${back.length - 4}`);
+    if (i >= warmup) rtt.push((performance.now() - t0) * 500);
+  }
+  const b = summarize(rtt);
+  return { size, mode: "plain", n, halfRttUs: b.p50, halfRttP99Us: b.p99 };
+}
+
+export async function plainThroughput(c: PlainClient, size: number, count: number, window: number): Promise<ThroughputPoint> {
+  const frame = PlainClient.frame(size);
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let sent = 0, done = 0, inflight = 0;
+    const pump = () => {
+      while (inflight < window && sent < count) {
+        inflight++;
+        sent++;
+        c.roundTrip(frame).then(() => {
+          inflight--;
+          if (++done === count) resolve();
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  return { size, mode: "plain", messages: count, window, MBps: round((size * count) / seconds / 1e6), seconds: round(seconds) };
+}
