@@ -16,7 +16,7 @@
  * @module
  */
 
-import type { MessageListener, MessageSocket } from "../sdp/types.ts";
+import type { MessageListener, MessageSocket, ReceivedMessage } from "../sdp/types.ts";
 import type { ValueCodec } from "../rmi/codec.ts";
 import { type MethodTable, RmiEndpoint } from "../rmi/endpoint.ts";
 import type { RmiLogger, RmiStats } from "../rmi/types.ts";
@@ -304,9 +304,9 @@ export class ClusterNode {
   }
 
   /** Wraps an authenticated socket in an endpoint serving the method table. */
-  makeEndpoint(socket: MessageSocket, messages: AsyncIterator<unknown>, peer: string): RmiEndpoint {
+  makeEndpoint(socket: MessageSocket, messages: AsyncIterator<ReceivedMessage>, peer: string): RmiEndpoint {
     const endpoint = new RmiEndpoint(socket, {
-      messages: messages as AsyncIterator<never>,
+      messages,
       methods: this.#methods,
       codec: this.options.codec,
       logger: this.logger,
