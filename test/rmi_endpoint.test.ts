@@ -150,3 +150,19 @@ for (const [name, makePair] of transports) {
     assert.equal(caller.isClosed, true);
   });
 }
+
+test("rmi concurrent methods do not hold up the frames after them", async () => {
+  const [a, b] = await loopbackPair();
+  let release!: () => void;
+  const callee = new RmiEndpoint(b, {
+    concurrent: ["slow"],
+    methods: { slow: () => new Promise<string>((r) => (release = () => r("slow done"))), ping: () => "pong" },
+  });
+  const caller = new RmiEndpoint(a);
+  const slow = caller.call("slow", undefined, { ack: "applied" });
+  assert.equal(await caller.call("ping", undefined, { ack: "applied", timeoutMs: 2000 }), "pong", "ping overtakes the waiting call");
+  release();
+  assert.equal(await slow, "slow done");
+  await caller.close();
+  await callee.closed;
+});

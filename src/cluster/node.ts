@@ -43,6 +43,8 @@ export interface ClusterNodeOptions {
   dial(peer: PeerConfig): Promise<MessageSocket>;
   /** Methods served to authenticated peers (a `ping` is added). */
   methods: MethodTable;
+  /** Methods of the table that may wait and must not hold up later frames (see `RmiEndpointOptions.concurrent`). */
+  concurrentMethods?: string[];
   /** Codec of RMI arguments and results. @default jsonCodec */
   codec?: ValueCodec;
   /** @default console */
@@ -308,6 +310,7 @@ export class ClusterNode {
     const endpoint = new RmiEndpoint(socket, {
       messages,
       methods: this.#methods,
+      concurrent: this.options.concurrentMethods,
       codec: this.options.codec,
       logger: this.logger,
       name: peer,

@@ -168,6 +168,8 @@ export class SessionCluster {
       listener: options.listener,
       dial: options.dial,
       methods: this.#methods(),
+      // `fetch` may wait for a dead primary's socket to drain: it must not delay heartbeats.
+      concurrentMethods: ["fetch"],
       codec: options.codec,
       logger: this.#logger,
       heartbeatIntervalMs: options.heartbeatIntervalMs,

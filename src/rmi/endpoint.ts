@@ -10,7 +10,8 @@
  *    or on the REPLY frame (`applied`).
  * 3. The callee reads frames in order and runs the method from its table, one
  *    at a time, in arrival order (an async method is awaited before the next
- *    frame is taken), so effects apply in send order.
+ *    frame is taken), so effects apply in send order. Methods declared
+ *    `concurrent` are started in order but not awaited.
  * 4. In `applied` mode the callee answers with a REPLY: ok + encoded result, or
  *    error + text (unknown method, undecodable arguments, the method threw).
  *    In the other modes such failures are counted and logged, never thrown.
@@ -64,6 +65,13 @@ export interface RmiEndpointOptions {
   logger?: RmiLogger;
   /** Default ack mode of `call`. @default "transport" */
   defaultAck?: AckMode;
+  /**
+   * Methods whose (async) work does not hold up the frames after them: the
+   * next frame is read as soon as the method has started. For request/response
+   * methods that may wait (ordering of their effects is not needed), so that a
+   * slow one cannot delay, say, a heartbeat on the same connection. @default none
+   */
+  concurrent?: Iterable<string>;
 }
 
 /** Options of one call. */
@@ -104,6 +112,7 @@ export class RmiEndpoint {
   #codec: ValueCodec;
   #logger: RmiLogger;
   #defaultAck: AckMode;
+  #concurrent: Set<string>;
   #nextCallId = 1;
   #pending = new Map<number, PendingCall>();
   #closedError: Error | undefined;
@@ -125,6 +134,7 @@ export class RmiEndpoint {
     this.#codec = options.codec ?? jsonCodec;
     this.#logger = options.logger ?? console;
     this.#defaultAck = options.defaultAck ?? "transport";
+    this.#concurrent = new Set(options.concurrent ?? []);
     const messages = options.messages ?? socket[Symbol.asyncIterator]();
     this.closed = this.#receiveLoop(messages);
   }
@@ -296,6 +306,11 @@ export class RmiEndpoint {
       this.#fail(callId, method, ack, `bad arguments (${this.#codec.name}): ${messageOf(error)}`);
       return;
     }
+    const run = this.#invoke(fn, args, callId, method, ack);
+    if (!this.#concurrent.has(method)) await run;
+  }
+
+  async #invoke(fn: RmiMethod, args: unknown, callId: number, method: string, ack: AckMode): Promise<void> {
     let result: unknown;
     try {
       result = await fn(args, { endpoint: this, ack });
