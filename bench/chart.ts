@@ -136,8 +136,9 @@ export function chart(host: Json, guest: Json): string {
   ], false);
   const modes = ["plain", "sessions", "none", "transport", "applied"];
   const httpRuns: Json[] = host?.http?.runs ?? [];
-  const p50 = (rt: string, m: string) => httpRuns.find((r) => r.runtime === rt && r.mode === m)?.p50Ms;
-  const http = barPanel(0, H + 20, "HTTP p50 latency by replication mode (host)", "ms", modes, [
+  const c1 = host?.http?.concurrencies?.[0] ?? 1;
+  const p50 = (rt: string, m: string) => httpRuns.find((r) => r.runtime === rt && r.mode === m && (r.concurrency ?? c1) === c1)?.p50Ms;
+  const http = barPanel(0, H + 20, `HTTP p50 by replication mode (host, ${c1} user${c1 === 1 ? "" : "s"})`, "ms", modes, [
     { name: "Bun.serve", color: C.bun, values: modes.map((m) => p50("bun", m)) },
     { name: "Deno.serve", color: C.deno, values: modes.map((m) => p50("deno", m)) },
   ]);
