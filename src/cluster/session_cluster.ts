@@ -307,6 +307,12 @@ export class SessionCluster {
       this.#replicateNow(tombstone, this.store.get(tombstone.id)?.secondary);
     }
     this.store.sweep();
+    const live = (id: string) => {
+      const r = this.store.get(id);
+      return r !== undefined && r.role === "primary" && !r.expired;
+    };
+    this.replicator.prune(live);
+    for (const id of this.#unreplicated.keys()) if (!live(id)) this.#unreplicated.delete(id);
   }
 
   stats(): SessionClusterStats {

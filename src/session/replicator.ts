@@ -61,7 +61,7 @@ export class Replicator {
   #store: SessionStore;
   #endpointFor: (peer: string) => RmiEndpoint | undefined;
   #logger: RmiLogger;
-  #sent = new WeakMap<RmiEndpoint, Sent>();
+  #sent = new Map<RmiEndpoint, Sent>();
   #latency = new Map<AckMode, LatencyRecorder>();
   #stats = {
     outcomes: { none: 0, transport: 0, applied: 0, timeout: 0, failed: 0, "no-secondary": 0 } as Record<
@@ -167,8 +167,16 @@ export class Replicator {
     if (sent === undefined) {
       sent = new Map();
       this.#sent.set(endpoint, sent);
+      endpoint.closed.finally(() => this.#sent.delete(endpoint));
     }
     return sent;
+  }
+
+  /** Forgets what was sent of sessions that are no longer live primaries here (housekeeping). */
+  prune(isLivePrimary: (id: string) => boolean): void {
+    for (const sent of this.#sent.values()) {
+      for (const id of sent.keys()) if (!isLivePrimary(id)) sent.delete(id);
+    }
   }
 
   #forget(endpoint: RmiEndpoint, id: string): void {
