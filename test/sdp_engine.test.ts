@@ -78,7 +78,7 @@ describe("engine credits", () => {
 });
 
 describe("engine bcopy", () => {
-  test("engine bcopy: reassembled messages the application holds also count against the receive ring", () => {
+  test("engine bcopy: reassembled messages not yet taken by the application count against the receive ring", () => {
     const sim = new Sim({ zcopy: false, engine: { recvBufferCount: 4 }, lazyRelease: true });
     sim.run();
     for (let i = 0; i < 8; i++) sim.send(0, pattern(i, 1000)); // 5 frames each

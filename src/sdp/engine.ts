@@ -92,8 +92,13 @@ export type EngineAction =
   | { type: "post"; slot: number; frame: Frame }
   /** RDMA READ `length` bytes at `vaddr`/`rkey` into the sink at `sinkOffset`. */
   | { type: "read"; token: number; sinkOffset: number; length: number; vaddr: bigint; rkey: number }
-  /** A message for the application, in order; give `release` back to `engine.release()`. */
-  | { type: "deliver"; bytes: Uint8Array; release: ReleaseHandle }
+  /**
+   * A message for the application, in order; give `release` back to
+   * `engine.release()`. `owned`: the bytes are not in link memory (a
+   * reassembled message), so the handle may be given back as soon as the
+   * application has taken the message, before it releases it.
+   */
+  | { type: "deliver"; bytes: Uint8Array; release: ReleaseHandle; owned: boolean }
   /** Post receive buffer `bufferIndex` again. */
   | { type: "repost"; bufferIndex: number }
   /** Send `id` has its return. */
@@ -583,9 +588,9 @@ export class Engine {
           throw new ProtocolError(`fragmented message ended at ${r.filled} bytes of a declared ${r.buf.length}`);
         }
         this.#reassembly = undefined;
-        // The last fragment's buffer stays with the message until it is released, so
-        // unreleased messages are bounded by the receive ring (credits stop the peer).
-        this.#deliver(r.buf, { kind: "buffer", index });
+        // The last fragment's buffer stays with the message until the application takes
+        // it, so messages waiting to be read are bounded by the receive ring.
+        this.#deliver(r.buf, { kind: "buffer", index }, true);
       } else {
         this.#repost(index);
       }
@@ -629,10 +634,10 @@ export class Engine {
     }
   }
 
-  #deliver(bytes: Uint8Array, release: ReleaseHandle): void {
+  #deliver(bytes: Uint8Array, release: ReleaseHandle, owned = false): void {
     this.stats.messagesReceived++;
     this.stats.bytesReceived += bytes.length;
-    this.#actions.push({ type: "deliver", bytes, release });
+    this.#actions.push({ type: "deliver", bytes, release, owned });
   }
 
   #repost(index: number): void {

@@ -17,6 +17,16 @@
  * `reserve(len)` hands out a view of the source arena itself, so a message can
  * be serialized straight into registered memory and sent with no copy.
  *
+ * Received messages are views of link memory (a receive buffer, or the sink
+ * for zcopy) until `release()`: that memory is the peer's credit. An
+ * application that holds received messages while it waits for more must keep
+ * fewer than `recvBufferCount - 2` of them (two credits are the control
+ * reserve), or `copy()` and `release()` them; otherwise the peer runs out of
+ * credits and both wait. A held zcopy message keeps its sink space; the next
+ * zcopy transfer that does not fit waits, then is cancelled after
+ * `cancelTimeoutMs` and re-sent by bcopy. Messages reassembled from fragments
+ * own their bytes and free their buffer as soon as they are taken.
+ *
  * @module
  */
 import { Engine, type EngineAction, type ReleaseHandle } from "./engine.ts";
@@ -72,10 +82,13 @@ function now(): number {
 class Message implements ReceivedMessage {
   bytes: Uint8Array;
   handle: ReleaseHandle | undefined;
+  /** The bytes are not in link memory: the handle goes back once the application takes the message. */
+  readonly owned: boolean;
   readonly #socket: SdpSocket;
-  constructor(socket: SdpSocket, bytes: Uint8Array, handle: ReleaseHandle) {
+  constructor(socket: SdpSocket, bytes: Uint8Array, handle: ReleaseHandle, owned: boolean) {
     this.#socket = socket;
     this.bytes = bytes;
+    this.owned = owned;
     this.handle = handle.kind === "owned" ? undefined : handle;
   }
   copy(): Uint8Array {
@@ -87,10 +100,15 @@ class Message implements ReceivedMessage {
     this.handle = undefined;
     this.#socket._release(h);
   }
+  /** Called when the application takes the message from the socket. */
+  taken(): this {
+    if (this.owned) this.release();
+    return this;
+  }
   /** Makes the message own its bytes (before the link's memory goes away). */
   detach(): void {
     if (!this.handle) return;
-    this.bytes = this.bytes.slice();
+    if (!this.owned) this.bytes = this.bytes.slice();
     this.handle = undefined;
   }
 }
@@ -377,10 +395,10 @@ export class SdpSocket implements MessageSocket {
         this.#link.repost(a.bufferIndex);
         return;
       case "deliver": {
-        const m = new Message(this, a.bytes, a.release);
+        const m = new Message(this, a.bytes, a.release, a.owned);
         if (this.#closeRequested) return m.release(); // the application closed: nobody will read it
         const reader = this.#readers.shift();
-        if (reader) reader({ value: m, done: false });
+        if (reader) reader({ value: m.taken(), done: false });
         else this.#inbox.push(m);
         return;
       }
@@ -445,7 +463,7 @@ export class SdpSocket implements MessageSocket {
     return {
       next: () => {
         const m = this.#inbox.shift();
-        if (m) return Promise.resolve({ value: m, done: false });
+        if (m) return Promise.resolve({ value: m.taken(), done: false });
         if (this.#ended) return Promise.resolve({ value: undefined, done: true });
         return new Promise((r) => this.#readers.push(r));
       },
