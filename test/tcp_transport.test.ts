@@ -1,6 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { Buffer } from "node:buffer";
 import { connect, listen, ProtocolError } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { encode, MID } from "../src/sdp/wire.ts";
@@ -146,6 +147,40 @@ describe("tcp transport robustness", () => {
       await l.close();
     });
   }
+
+  test("tcp transport: frames split into single bytes and frames coalesced into one write are both cut correctly", async () => {
+    const { l, nth } = await server();
+    const raw = await rawClient(l.address.port);
+    const received: Uint8Array[] = [];
+    raw.on("data", (d: Uint8Array) => received.push(d));
+    // HELLO one byte at a time.
+    for (const byte of hello) {
+      raw.write(Uint8Array.of(byte));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const s = await nth(1);
+    const data = (mseq: number, payload: Uint8Array) =>
+      encode({ bufs: 8, mseq, mseqAck: 0 }, { mid: MID.Data, more: false, total: undefined, payload });
+    const frames = [data(1, pattern(1, 10)), data(2, pattern(2, 3000)), data(3, pattern(3, 1))];
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let o = 0;
+    for (const f of frames) all.set(f, (o += f.length) - f.length);
+    const got = collect(s, 4);
+    raw.write(all); // three frames in one write
+    const split = data(4, pattern(4, 500));
+    raw.write(split.subarray(0, 7)); // a header cut in the middle of its length field
+    await new Promise((r) => setTimeout(r, 5));
+    raw.write(split.subarray(7, 300));
+    await new Promise((r) => setTimeout(r, 5));
+    raw.write(split.subarray(300));
+    assert.deepEqual(await got, [pattern(1, 10), pattern(2, 3000), pattern(3, 1), pattern(4, 500)]);
+    // The server answered HELLO_ACK and acknowledged the data (the TCP return).
+    const back = Buffer.concat(received);
+    assert.equal(back[0], MID.HelloAck);
+    assert.ok(back.length > 32, "acknowledgements followed the HELLO_ACK");
+    raw.destroy();
+    await l.close();
+  });
 
   test("tcp transport: garbage instead of HELLO drops that connection, logs why, and the listener keeps serving", async () => {
     const { l, logs, nth } = await server();
