@@ -6,14 +6,7 @@ import { connect, listen, ProtocolError } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { encode, MID } from "../src/sdp/wire.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
-import type { ChildProcess } from "node:child_process";
-import { currentRuntime, firstLine, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
-
-/** Resolves once the child has ended, by exit code or by signal (a killed child has exitCode null). */
-function exited(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((r) => child.once("exit", (code) => r(code)));
-}
+import { currentRuntime, exited, firstLine, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
 
 const PEER = "test/fixtures/sdp_peer.ts";
 const MIB = 1024 * 1024;
