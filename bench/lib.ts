@@ -173,11 +173,15 @@ export function firstJsonLine<T>(child: ChildProcess, what: string): Promise<T> 
   });
 }
 
-/** Kills a child (by its own pid) and waits for it to exit. */
-export function stopChild(child: ChildProcess): Promise<void> {
+/** Stops a child (by its own pid): SIGTERM, then SIGKILL after `graceMs`; waits for it to exit. */
+export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((r) => {
-    child.once("exit", () => r());
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      r();
+    });
     child.kill("SIGTERM");
   });
 }

@@ -123,4 +123,6 @@ if ((import.meta as ImportMeta & { main?: boolean }).main) {
   else ports.plainEcho = await plainEcho(host);
   console.log(JSON.stringify(ports));
   process.on("SIGTERM", () => process.exit(0));
+  // A fault in one connection (a library bug) must not take the other listeners down mid-benchmark.
+  process.on("uncaughtException", (e) => console.error(`peer: uncaught: ${(e as Error)?.stack ?? e}`));
 }

@@ -8,6 +8,8 @@
  *   npm run bench -- --only=ffi,tcp     a subset of the host parts
  *   npm run bench -- --quick            shorter runs (smoke test; numbers are rougher)
  *   npm run bench -- --report           no measuring: re-print and re-render from bench/results/
+ *   npm run bench -- --guest-log=FILE   take the guest result from the saved output of a
+ *                                       `bun bench/guest.ts` run inside a guest
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
@@ -117,7 +119,16 @@ async function guestParts(): Promise<unknown> {
   return out;
 }
 
-if (!flag("report")) {
+/** Reads the `BENCH_JSON` line of a saved guest run. */
+function guestFromLog(file: string): void {
+  const line = readFileSync(file, "utf8").split("\n").find((l) => l.startsWith("BENCH_JSON "));
+  if (!line) throw new Error(`${file} holds no BENCH_JSON line: did the guest run finish?`);
+  save("guest.json", { meta: { ...meta(), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev", from: "saved guest output" }, ...JSON.parse(line.slice(11)) });
+}
+
+const guestLog = args.find((a) => a.startsWith("--guest-log="))?.slice(12);
+if (guestLog) guestFromLog(guestLog);
+else if (!flag("report")) {
   if (!flag("guest-only")) await hostParts();
   if (flag("guest") || flag("guest-only")) await guestParts();
 }
