@@ -37,6 +37,18 @@ async function stats(cluster: LaunchedCluster, id: string) {
   return await fetch(`${cluster.servers.get(id)!.url}/stats`).then((r) => r.json());
 }
 
+/** Connects like a peer would; a few tries, since an emulated guest may be slow to re-arm its listener. */
+async function dial(port: number) {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await connect({ transport: TRANSPORT, host: HOST, port });
+    } catch (error) {
+      if (attempt === 4) throw error;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 function closedWithin(socket: { closed: Promise<unknown> }, ms: number) {
   return Promise.race([socket.closed.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
 }
@@ -58,7 +70,7 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
     const port = secondary.clusterPort;
 
     // 1. A peer that claims to be 'a' but lacks the secret.
-    const noSecret = await connect({ transport: TRANSPORT, host: HOST, port });
+    const noSecret = await dial(port);
     await assert.rejects(
       authenticate(noSecret, noSecret[Symbol.asyncIterator](), {
         role: "dialer",
@@ -71,7 +83,7 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
     assert.ok(await closedWithin(noSecret, 5000), "the server closed the unauthenticated connection");
 
     // 2. A peer that skips the handshake and sends a forged replica of alice's session.
-    const forger = await connect({ transport: TRANSPORT, host: HOST, port });
+    const forger = await dial(port);
     const forged = {
       kind: "snapshot",
       id: loc.id,
@@ -86,7 +98,7 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
     assert.ok(await closedWithin(forger, 5000), "the server closed the connection that skipped authentication");
 
     // 3. A peer with the secret that then sends a malformed frame.
-    const garbler = await connect({ transport: TRANSPORT, host: HOST, port });
+    const garbler = await dial(port);
     const who = await authenticate(garbler, garbler[Symbol.asyncIterator](), {
       role: "dialer",
       self: "c" === loc.secondary ? "a" : "c",
@@ -120,6 +132,9 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
       await new Promise((res) => setTimeout(res, 200));
     }
     assert.deepEqual([after.user, after.cart], ["alice", { pen: 2, ink: 2 }]);
+  } catch (error) {
+    for (const s of cluster.servers.values()) console.error(`--- server ${s.id} log\n${s.log.join("\n")}`);
+    throw error;
   } finally {
     await cluster.stop();
   }
