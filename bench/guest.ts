@@ -23,6 +23,7 @@
 import { spawn } from "node:child_process";
 import { registeredBytes } from "../src/verbs/mod.ts";
 import { FORCE_BCOPY, FORCE_ZCOPY } from "./peer.ts";
+import { chooseThreshold } from "./threshold.ts";
 import {
   emit,
   firstJsonLine,
@@ -358,51 +359,4 @@ async function runIdleRdma(): Promise<void> {
     ]),
   ]);
   result.idle = { bun: ib, deno: id };
-}
-
-/**
- * The crossover: the smallest measured size from which zcopy's send→return
- * latency stays at or below bcopy's for every larger size; likewise for
- * throughput. The proposal is the larger of the two (never below 4 KiB, where
- * a READ round trip cannot pay off against an inline copy).
- */
-function chooseThreshold(lat: LatencyPoint[], bw: ThroughputPoint[]) {
-  const crossover = <T extends { size: number; mode: string }>(
-    rows: T[],
-    better: (z: T, b: T) => boolean,
-  ) => {
-    const sizes = [...new Set(rows.map((r) => r.size))].sort((a, b) => a - b);
-    let from: number | undefined;
-    for (let i = sizes.length - 1; i >= 0; i--) {
-      const z = rows.find((r) => r.size === sizes[i] && r.mode === "zcopy")!;
-      const b = rows.find((r) => r.size === sizes[i] && r.mode === "bcopy")!;
-      if (better(z, b)) from = sizes[i];
-      else break;
-    }
-    return from;
-  };
-  const latencyFrom = crossover(
-    lat,
-    (z, b) => z.sendReturnUs! <= b.sendReturnUs!,
-  );
-  const throughputFrom = crossover(bw, (z, b) => z.MBps >= b.MBps);
-  const proposal = Math.max(4096, latencyFrom ?? Infinity, throughputFrom ?? 0);
-  return {
-    latencyCrossover: latencyFrom ?? null,
-    throughputCrossover: throughputFrom ?? null,
-    proposed: Number.isFinite(proposal) ? proposal : null,
-    rule:
-      "smallest size from which zcopy is at least as good as bcopy at that size and every larger one (send→return p50; throughput with 16 in flight); proposal = the larger of the two, at least 4 KiB",
-    evidence: [...new Set(lat.map((r) => r.size))].sort((a, b) => a - b).map((
-      size,
-    ) => ({
-      size,
-      bcopyUs: lat.find((r) => r.size === size && r.mode === "bcopy")
-        ?.sendReturnUs,
-      zcopyUs: lat.find((r) => r.size === size && r.mode === "zcopy")
-        ?.sendReturnUs,
-      bcopyMBps: bw.find((r) => r.size === size && r.mode === "bcopy")?.MBps,
-      zcopyMBps: bw.find((r) => r.size === size && r.mode === "zcopy")?.MBps,
-    })),
-  };
 }
