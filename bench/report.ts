@@ -35,6 +35,11 @@ function ffiSection(title: string, ffi: { bun?: FfiResult; deno?: FfiResult } | 
 }
 
 const lat = (rows: Json[] | undefined, size: number, mode: string) => rows?.find((r) => r.size === size && r.mode === mode);
+/** ib_send_lat's better figure at `size` (it runs busy-polling and with CQ events). */
+function bestSendLat(perf: Json, size: number): number | undefined {
+  const us = (perf?.sendLat ?? []).filter((r: Json) => r.size === size).map((r: Json) => r.us as number);
+  return us.length ? Math.min(...us) : undefined;
+}
 const pass = (ok: boolean | undefined) => (ok === undefined ? "not measured" : ok ? "met" : "missed");
 
 function tcpSection(tcp: Json): Section[] {
@@ -126,7 +131,7 @@ function guestSections(g: Json): Section[] {
   const t = g.transport, perf = g.perftest;
   const sizes: number[] = [...new Set<number>(t.latency.map((r: Json) => r.size as number))].sort((a, b) => a - b);
   const readLat = (s: number) => perf.readLat.find((r: Json) => r.size === s)?.us;
-  const sendLat = (s: number) => perf.sendLat.find((r: Json) => r.size === s)?.us;
+  const sendLat = (s: number) => bestSendLat(perf, s);
   const latRows = sizes.map((s) => {
     const b = lat(t.latency, s, "bcopy"), z = lat(t.latency, s, "zcopy");
     return [fmtBytes(s), b?.sendReturnUs, b?.halfRttUs, z?.sendReturnUs, z?.halfRttUs, sendLat(s), readLat(s), ratio(b?.halfRttUs, sendLat(s)), ratio(z?.sendReturnUs, readLat(s))];
@@ -163,7 +168,7 @@ function targetsSection(host: Json, g: Json): Section {
     const z = lat(t?.throughput, s, "zcopy")?.MBps, bw = perf?.readBw?.find((r: Json) => r.size === s)?.MBps;
     rows.push([`zcopy ${fmtBytes(s)} throughput ≥ 0.8× ib_read_bw`, ratio(z, bw), pass(z && bw ? z / bw >= 0.8 : undefined)]);
   }
-  const b64 = lat(t?.latency, 64, "bcopy"), sl = perf?.sendLat?.[0]?.us;
+  const b64 = lat(t?.latency, 64, "bcopy"), sl = bestSendLat(perf, 64);
   rows.push(["bcopy 64 B latency ≤ 2× ib_send_lat (½ round trip, like ib_send_lat)", ratio(b64?.halfRttUs, sl), pass(b64 && sl ? b64.halfRttUs / sl <= 2 : undefined)]);
   rows.push(["bcopy 64 B send→return vs ib_send_lat (for information)", ratio(b64?.sendReturnUs, sl), "–"]);
   const runs: Json[] = host?.http?.runs ?? [];
