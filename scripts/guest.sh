@@ -13,7 +13,8 @@
 # status is the command's. The guest has no network device: nothing leaves it.
 #
 # Steps:
-#   1. Take the lock (flock): one guest at a time on this 2-core machine.
+#   1. Take the cache lock (flock); step 5 takes the machine-wide boot lock: one guest at a
+#      time on this 2-core machine.
 #   2. Install missing Debian packages (apt-get; sudo only when not root).
 #   3. Fetch Debian's kernel WITHOUT installing it: apt-get download + dpkg -x into the
 #      cache, then depmod there. The guest links /lib/modules/<kver> to that tree.
@@ -47,7 +48,7 @@ say() { [ "${RDMA_GUEST_QUIET:-}" = 1 ] || echo "guest: $*" >&2; }
 die() { echo "guest: error: $*" >&2; exit 2; }
 
 usage() {
-  sed -n '2,34s/^# \{0,1\}//p' "$SELF" >&2
+  sed -n '2,35s/^# \{0,1\}//p' "$SELF" >&2
 }
 
 # ---------------------------------------------------------------- inside the guest already
@@ -78,12 +79,13 @@ SMP=${GUEST_SMP:-2}
 CWD=$PWD
 if [ -n "${npm_lifecycle_event:-}" ] && [ -n "${INIT_CWD:-}" ] && [ -d "$INIT_CWD" ]; then CWD=$INIT_CWD; fi
 
-# ---------------------------------------------------------------- 1. lock
-LOCK=${RDMA_GUEST_LOCK:-/tmp/rdma-guest.lock}
-exec 9>>"$LOCK"
-if ! flock -n 9; then
-  say "another guest run holds $LOCK; waiting for it"
-  flock 9
+# ---------------------------------------------------------------- 1. locks
+# The cache lock covers steps 2-4 (one preparer per cache); the boot lock covers step 5
+# (one guest at a time on this machine, whoever runs it and from whichever checkout).
+exec 8>>"$CACHE/.lock"
+if ! flock -n 8; then
+  say "another run is preparing $CACHE; waiting for it"
+  flock 8
 fi
 
 as_root() {
@@ -110,7 +112,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   t0=$SECONDS
   apt_update
   ilog=$(mktemp)
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$ilog" 2>&1; then
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >"$ilog" 2>&1; then
     tail -30 "$ilog" >&2; rm -f "$ilog"
     die "apt-get install ${missing[*]} failed"
   fi
@@ -248,6 +250,14 @@ fi
 if [ $PREPARE_ONLY = 1 ]; then
   say "ready: kernel $KVER, initramfs $(basename "$INITRD"), cache $CACHE"
   exit 0
+fi
+exec 8>&-
+
+LOCK=${RDMA_GUEST_LOCK:-/tmp/rdma-guest.lock}
+exec 9>>"$LOCK"
+if ! flock -n 9; then
+  say "another guest is running (lock $LOCK); waiting for it"
+  flock 9
 fi
 
 # ---------------------------------------------------------------- 5. boot and run

@@ -105,6 +105,13 @@ run_suite() { # runtime phase files...
   rm -f "$log"
 }
 
+# For the runner's own tests: bash scripts/test.sh --parse-counts bun|deno <log>
+if [ "${1:-}" = --parse-counts ]; then
+  out=$(parse_counts "$2" "$3")
+  echo "${out:-none}"
+  exit 0
+fi
+
 # ---------------------------------------------------------------- inside the guest
 if [ "${1:-}" = --guest-phase ]; then
   shift
