@@ -135,18 +135,25 @@ class RdmaLink implements Link {
   }
 
   postSend(slot: number, length: number): void {
+    if (this.#gone()) return; // `closed` follows and fails what is outstanding
     this.#conn.postSend(this.#mr.send, slot * this.capabilities.sendSlotSize, length, slot);
   }
 
   repost(bufferIndex: number): void {
-    if (this.#closing) return;
+    if (this.#gone()) return;
     const size = this.capabilities.recvBufferSize;
     this.#conn.postRecv(this.#mr.recv, bufferIndex * size, size, bufferIndex);
   }
 
   postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void {
     if (token > TOKEN_MASK) throw new RangeError(`read token must be below 2^29: got ${token}`);
+    if (this.#gone()) return;
     this.#conn.postRead(this.#mr.sink, sinkOffset, length, remoteAddr, rkey, token | READ_BIT);
+  }
+
+  /** Closing, or the connection is already tearing down (a completion seen during its last poll). */
+  #gone(): boolean {
+    return this.#closing || this.#conn.isClosed;
   }
 
   close(error?: Error): void {
