@@ -198,3 +198,17 @@ export function resolveSizes(o: LinkSizes): Required<LinkSizes> {
   }
   return s;
 }
+
+/** The capabilities of a link with `sizes`: send slots are as large as a receive buffer. */
+export function linkCapabilities(
+  sizes: Required<LinkSizes>,
+  zcopy: boolean,
+  sendCompletionMeansDelivered: boolean,
+): LinkCapabilities {
+  return { ...sizes, zcopy, sendSlotSize: sizes.recvBufferSize, sendCompletionMeansDelivered };
+}
+
+/** `count` views of `size` bytes each over one buffer (receive rings, send slots), made once. */
+export function carve(buffer: Uint8Array, count: number, size: number): Uint8Array[] {
+  return Array.from({ length: count }, (_, i) => buffer.subarray(i * size, (i + 1) * size));
+}

@@ -20,12 +20,14 @@
  */
 import { setImmediate } from "node:timers";
 import {
+  carve,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
   type LinkEvents,
   type LinkListener,
   type LinkListenOptions,
+  linkCapabilities,
   type LinkSizes,
   type RegisteredRegion,
   resolveSizes,
@@ -231,19 +233,9 @@ export class LoopbackLink implements Link {
     this.#sched = sched;
     this.remoteAddress = remoteAddress;
     const { recvBufferSize, recvBufferCount, sendSlots, maxMessageSize } = sizes;
-    this.capabilities = {
-      zcopy: true,
-      recvBufferSize,
-      recvBufferCount,
-      sendSlots,
-      sendSlotSize: recvBufferSize,
-      maxMessageSize,
-      sendCompletionMeansDelivered: true,
-    };
-    const rb = new Uint8Array(recvBufferSize * recvBufferCount);
-    this.#recv = Array.from({ length: recvBufferCount }, (_, i) => rb.subarray(i * recvBufferSize, (i + 1) * recvBufferSize));
-    const sb = new Uint8Array(recvBufferSize * sendSlots);
-    this.#slots = Array.from({ length: sendSlots }, (_, i) => sb.subarray(i * recvBufferSize, (i + 1) * recvBufferSize));
+    this.capabilities = linkCapabilities(sizes, true, true);
+    this.#recv = carve(new Uint8Array(recvBufferSize * recvBufferCount), recvBufferCount, recvBufferSize);
+    this.#slots = carve(new Uint8Array(recvBufferSize * sendSlots), sendSlots, recvBufferSize);
     for (let i = 0; i < recvBufferCount; i++) this.#posted.push(i);
     this.source = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side], rkey: 0x1000 + side * 0x111 };
     this.sink = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side] + 0x100000000n, rkey: 0 };

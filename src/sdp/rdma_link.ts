@@ -35,12 +35,14 @@ import {
   WorkCompletionError,
 } from "../verbs/mod.ts";
 import {
+  carve,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
   type LinkEvents,
   type LinkListener,
   type LinkListenOptions,
+  linkCapabilities,
   type LinkSizes,
   type RegisteredRegion,
   resolveSizes,
@@ -62,7 +64,7 @@ function capabilitiesOf(options: LinkSizes): LinkCapabilities {
   if (sizes.recvBufferCount * sizes.recvBufferSize > 0xffffffff) {
     throw new RangeError(`receive ring of ${sizes.recvBufferCount} × ${sizes.recvBufferSize} bytes exceeds 4 GiB`);
   }
-  return { ...sizes, zcopy: true, sendSlotSize: sizes.recvBufferSize, sendCompletionMeansDelivered: true };
+  return linkCapabilities(sizes, true, true);
 }
 
 function region(mr: MemoryRegion): RegisteredRegion {
@@ -108,7 +110,7 @@ class RdmaLink implements Link {
       for (const mr of regs) mr.close();
       throw e;
     }
-    this.#slots = Array.from({ length: sendSlots }, (_, i) => this.#mr.send.bytes.subarray(i * sendSlotSize, (i + 1) * sendSlotSize));
+    this.#slots = carve(this.#mr.send.bytes, sendSlots, sendSlotSize);
     this.source = region(this.#mr.source);
     this.sink = region(this.#mr.sink);
     conn.onCompletion = (c) => (this.#events ? this.#dispatch(c) : this.#early.push(c));

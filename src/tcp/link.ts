@@ -30,12 +30,14 @@
 import * as net from "node:net";
 import { setImmediate } from "node:timers";
 import {
+  carve,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
   type LinkEvents,
   type LinkListener,
   type LinkListenOptions,
+  linkCapabilities,
   type LinkSizes,
   resolveSizes,
 } from "../sdp/link.ts";
@@ -70,20 +72,10 @@ export class TcpLink implements Link {
   constructor(socket: net.Socket, sizes: Required<LinkSizes>) {
     this.#socket = socket;
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
-    const { recvBufferSize, recvBufferCount, sendSlots, maxMessageSize } = sizes;
-    this.capabilities = {
-      zcopy: false,
-      recvBufferSize,
-      recvBufferCount,
-      sendSlots,
-      sendSlotSize: recvBufferSize,
-      maxMessageSize,
-      sendCompletionMeansDelivered: false,
-    };
-    const rb = new Uint8Array(recvBufferSize * recvBufferCount);
-    this.#recv = Array.from({ length: recvBufferCount }, (_, i) => rb.subarray(i * recvBufferSize, (i + 1) * recvBufferSize));
-    const sb = new Uint8Array(recvBufferSize * sendSlots);
-    this.#slots = Array.from({ length: sendSlots }, (_, i) => sb.subarray(i * recvBufferSize, (i + 1) * recvBufferSize));
+    const { recvBufferSize, recvBufferCount, sendSlots } = sizes;
+    this.capabilities = linkCapabilities(sizes, false, false);
+    this.#recv = carve(new Uint8Array(recvBufferSize * recvBufferCount), recvBufferCount, recvBufferSize);
+    this.#slots = carve(new Uint8Array(recvBufferSize * sendSlots), sendSlots, recvBufferSize);
     for (let i = 0; i < recvBufferCount; i++) this.#posted.push(i);
     socket.setNoDelay(true);
     socket.pause();
