@@ -95,7 +95,7 @@ run_suite() { # runtime phase files...
   [ "$rc" = 124 ] && note="timed out after $limit"
   [ "$f" != 0 ] && [ "$note" = ok ] && note=FAILED
   # Deno counts a describe() as one test and its it()s as steps; bun counts the it()s.
-  [ -n "$extra" ] && note="$note (deno tests; plus $extra)"
+  [ -n "$extra" ] && note="$note (+$extra inside describe)"
   echo "[$(stamp)] $runtime $phase: $p passed, $f failed, $s skipped in $((SECONDS - t0))s ($note)"
   if [ -n "${RESULTS:-}" ]; then
     echo "$runtime $phase $p $f $s ${note// /_}" >> "$RESULTS"
@@ -176,7 +176,7 @@ else
   check_guest_files
   banner "guest phase: one Soft-RoCE guest boot for bun and deno (${#guest_files[@]} files)"
   glog=$(mktemp "${TMPDIR:-/tmp}/rdma-guest-log.XXXXXX")
-  RESULTS= bash scripts/guest.sh bash scripts/test.sh --guest-phase 2>&1 | tee "$glog" | grep -av "^$RECORD_TAG "
+  RESULTS= bash scripts/guest.sh bash scripts/test.sh --guest-phase 2>&1 | tee "$glog" | grep --line-buffered -av "^$RECORD_TAG "
   grc=${PIPESTATUS[0]}
   grep -a "^$RECORD_TAG " "$glog" | cut -d' ' -f2- >> "$RESULTS"
   for rt in bun deno; do
