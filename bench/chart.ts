@@ -127,7 +127,7 @@ export function chart(host: Json, guest: Json): string {
     { name: "ours bcopy", color: C.bcopy, points: pick(t?.latency, "bcopy", "sendReturnUs") },
     { name: "ours zcopy", color: C.zcopy, points: pick(t?.latency, "zcopy", "sendReturnUs") },
     { name: "ib_read_lat", color: C.ref, dashed: true, points: (perf.readLat ?? []).map((r: Json) => [r.size, r.us]) },
-    { name: "ib_send_lat", color: C.ref2, dashed: true, points: (perf.sendLat ?? []).length ? [[64, Math.min(...perf.sendLat.map((r: Json) => r.us))]] : [] },
+    { name: "ib_send_lat", color: C.ref2, dashed: true, points: (perf.sendLat ?? []).some((r: Json) => Number.isFinite(r.us)) ? [[64, Math.min(...perf.sendLat.filter((r: Json) => Number.isFinite(r.us)).map((r: Json) => r.us))]] : [] },
   ], true);
   const bw = linePanel(W + 20, 0, "Guest throughput (many in flight)", "MB/s", [
     { name: "ours bcopy", color: C.bcopy, points: pick(t?.throughput, "bcopy", "MBps") },

@@ -37,7 +37,7 @@ function ffiSection(title: string, ffi: { bun?: FfiResult; deno?: FfiResult } | 
 const lat = (rows: Json[] | undefined, size: number, mode: string) => rows?.find((r) => r.size === size && r.mode === mode);
 /** ib_send_lat's better figure at `size` (it runs busy-polling and with CQ events). */
 function bestSendLat(perf: Json, size: number): number | undefined {
-  const us = (perf?.sendLat ?? []).filter((r: Json) => r.size === size).map((r: Json) => r.us as number);
+  const us = (perf?.sendLat ?? []).filter((r: Json) => r.size === size && Number.isFinite(r.us)).map((r: Json) => r.us as number);
   return us.length ? Math.min(...us) : undefined;
 }
 const pass = (ok: boolean | undefined) => (ok === undefined ? "not measured" : ok ? "met" : "missed");
