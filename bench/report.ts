@@ -159,6 +159,24 @@ function guestSections(g: Json): Section[] {
   }];
 }
 
+/** The supplementary guest run with a longer progress spin, beside the main one. */
+function spinSection(g: Json, spin: Json): Section | undefined {
+  if (!g?.transport || !spin?.transport) return undefined;
+  const sizes: number[] = [...new Set<number>(g.transport.latency.map((r: Json) => r.size as number))].sort((a, b) => a - b);
+  const rl = (x: Json, s: number) => x.perftest?.readLat?.find((r: Json) => r.size === s)?.us;
+  const rows = sizes.map((s) => {
+    const a = (m: string) => lat(g.transport.latency, s, m)?.sendReturnUs, b = (m: string) => lat(spin.transport.latency, s, m)?.sendReturnUs;
+    return [fmtBytes(s), a("bcopy"), b("bcopy"), a("zcopy"), b("zcopy"), ratio(a("zcopy"), rl(g, s)), ratio(b("zcopy"), rl(spin, s))];
+  });
+  const th = spin.threshold;
+  return {
+    title: `Spin experiment: send→return p50 µs with RDMA_SPIN_US ${g.rdmaSpinUs ?? 500} (main run) and ${spin.rdmaSpinUs} (another run)`,
+    head: ["size", `bcopy ${g.rdmaSpinUs ?? 500} µs`, `bcopy ${spin.rdmaSpinUs} µs`, `zcopy ${g.rdmaSpinUs ?? 500} µs`, `zcopy ${spin.rdmaSpinUs} µs`, "zcopy/ib_read_lat main", "zcopy/ib_read_lat spin"],
+    rows,
+    note: `Each run against its own perftest. With the longer spin: latency crossover ${th?.latencyCrossover ? fmtBytes(th.latencyCrossover) : "none"}, throughput crossover ${th?.throughputCrossover ? fmtBytes(th.throughputCrossover) : "none"}; bcopy 64 B ½RTT/ib_send_lat ${ratio(lat(spin.transport.latency, 64, "bcopy")?.halfRttUs, bestSendLat(spin.perftest, 64))}.`,
+  };
+}
+
 function targetsSection(host: Json, g: Json): Section {
   const rows: Cell[][] = [];
   const t = g?.transport, perf = g?.perftest;
@@ -187,13 +205,14 @@ function targetsSection(host: Json, g: Json): Section {
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json): { text: string; markdown: string; svg: string } {
+export function render(host: Json, guest: Json, spin?: Json): { text: string; markdown: string; svg: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
   add(targetsSection(host, guest));
   add(ffiSection("FFI overhead on the host (no device)", host?.ffi));
   add(ffiSection("FFI and verbs overhead in the guest (real rxe connection; emulated CPU)", guest?.ffi));
   sections.push(...guestSections(guest));
+  add(spinSection(guest, spin));
   sections.push(...tcpSection(host?.tcp));
   sections.push(...httpSections(host?.http));
   add(memorySection(host?.memory, guest));

@@ -10,6 +10,8 @@
  *   npm run bench -- --report           no measuring: re-print and re-render from bench/results/
  *   npm run bench -- --guest-log=FILE   take the guest result from the saved output of a
  *                                       `bun bench/guest.ts` run inside a guest
+ *                   [--save-as=guest-spin.json]  ...as a supplementary guest run (the spin
+ *                                       experiment: `RDMA_SPIN_US=20000`), shown beside the main one
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
@@ -128,19 +130,20 @@ function withThreshold(g: any): unknown {
 }
 
 /** Reads the `BENCH_JSON` line of a saved guest run. */
-function guestFromLog(file: string): void {
+function guestFromLog(file: string, name = "guest.json"): void {
   const line = readFileSync(file, "utf8").split("\n").find((l) => l.startsWith("BENCH_JSON "));
   if (!line) throw new Error(`${file} holds no BENCH_JSON line: did the guest run finish?`);
-  save("guest.json", withThreshold({ meta: { ...meta(), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev", from: "saved guest output" }, ...JSON.parse(line.slice(11)) }));
+  save(name, withThreshold({ meta: { ...meta(), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev", from: "saved guest output" }, ...JSON.parse(line.slice(11)) }));
 }
 
 const guestLog = args.find((a) => a.startsWith("--guest-log="))?.slice(12);
-if (guestLog) guestFromLog(guestLog);
+const saveAs = args.find((a) => a.startsWith("--save-as="))?.slice(10);
+if (guestLog) guestFromLog(guestLog, saveAs);
 else if (!flag("report")) {
   if (!flag("guest-only")) await hostParts();
   if (flag("guest") || flag("guest-only")) await guestParts();
 }
-const report = render(load("host.json"), load("guest.json"));
+const report = render(load("host.json"), load("guest.json"), load("guest-spin.json"));
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");
