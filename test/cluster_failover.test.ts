@@ -19,6 +19,8 @@ const IN_GUEST = process.env.RDMA_IN_GUEST === "1";
 const TRANSPORT = IN_GUEST ? "rdma" as const : "tcp" as const;
 const HOST = IN_GUEST ? "192.0.2.1" : "127.0.0.1";
 const START_TIMEOUT_MS = IN_GUEST ? 600_000 : 60_000;
+/** The guest's CPU is emulated (tens of times slower): acknowledgement and failure-detection bounds scale with it. */
+const SLOW = IN_GUEST ? ["--ack-timeout-ms", "30000", "--heartbeat-timeout-ms", "10000"] : [];
 
 const SECRET = "failover-test-secret-0123456789abcdef";
 
@@ -59,7 +61,7 @@ for (const [ack, victimRuntime] of [["transport", "deno"], ["applied", "bun"]] a
       secret: SECRET,
       transport: TRANSPORT,
     startTimeoutMs: START_TIMEOUT_MS,
-      args: ["--host", HOST, "--ack", ack, "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
+      args: ["--host", HOST, "--ack", ack, "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000", ...SLOW],
       stderr: "pipe",
     });
     try {
@@ -123,7 +125,7 @@ test(`cluster over ${TRANSPORT}: expiry decided by the primary is honoured by th
     secret: SECRET,
     transport: TRANSPORT,
     startTimeoutMs: START_TIMEOUT_MS,
-    args: ["--host", HOST, "--ack", "applied", "--max-idle-ms", "800", "--sweep-ms", "50", "--heartbeat-ms", "100"],
+    args: ["--host", HOST, "--ack", "applied", "--max-idle-ms", "800", "--sweep-ms", "50", "--heartbeat-ms", "100", ...SLOW],
     stderr: "pipe",
   });
   try {

@@ -1,0 +1,8 @@
+/**
+ * The cluster's child-process tests (kill -9 of the primary under load,
+ * expiry, stalled secondary, intruders) over real RDMA: inside the guest
+ * (RDMA_IN_GUEST=1) they switch themselves to transport rdma on 192.0.2.1.
+ * On the host they already run over tcp as test/cluster_*.test.ts.
+ */
+import "../cluster_failover.test.ts";
+import "../cluster_security.test.ts";
