@@ -132,7 +132,7 @@ export function chart(host: Json, guest: Json): string {
   const bw = linePanel(W + 20, 0, "Guest throughput (many in flight)", "MB/s", [
     { name: "ours bcopy", color: C.bcopy, points: pick(t?.throughput, "bcopy", "MBps") },
     { name: "ours zcopy", color: C.zcopy, points: pick(t?.throughput, "zcopy", "MBps") },
-    { name: "ib_read_bw", color: C.ref, dashed: true, points: (perf.readBw ?? []).map((r: Json) => [r.size, r.MBps]) },
+    { name: "ib_read_bw", color: C.ref, dashed: true, points: (perf.readBw ?? []).filter((r: Json) => r.MBps > 0).map((r: Json) => [r.size, r.MBps]) },
   ], false);
   const modes = ["plain", "sessions", "none", "transport", "applied"];
   const httpRuns: Json[] = host?.http?.runs ?? [];

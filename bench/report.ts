@@ -137,7 +137,8 @@ function guestSections(g: Json): Section[] {
     return [fmtBytes(s), b?.sendReturnUs, b?.halfRttUs, z?.sendReturnUs, z?.halfRttUs, sendLat(s), readLat(s), ratio(b?.halfRttUs, sendLat(s)), ratio(z?.sendReturnUs, readLat(s))];
   });
   const bwSizes: number[] = [...new Set<number>(t.throughput.map((r: Json) => r.size as number))].sort((a, b) => a - b);
-  const readBw = (s: number) => perf.readBw.find((r: Json) => r.size === s)?.MBps;
+  // perftest sometimes prints 0 MB/s under the emulated clock: that is no measurement.
+  const readBw = (s: number) => perf.readBw.find((r: Json) => r.size === s && r.MBps > 0)?.MBps;
   const bwRows = bwSizes.map((s) => {
     const b = lat(t.throughput, s, "bcopy"), z = lat(t.throughput, s, "zcopy");
     return [fmtBytes(s), b?.MBps, z?.MBps, readBw(s), ratio(b?.MBps, readBw(s)), ratio(z?.MBps, readBw(s)), ratio(z?.MBps, b?.MBps)];
@@ -177,13 +178,30 @@ function spinSection(g: Json, spin: Json): Section | undefined {
   };
 }
 
+/** The guest run repeated: how much the ratios move from one run to the next. */
+function repeatSection(g: Json, r: Json): Section | undefined {
+  if (!g?.transport || !r?.transport) return undefined;
+  const rows: Cell[][] = [];
+  const rl = (x: Json, s: number) => x.perftest?.readLat?.find((p: Json) => p.size === s)?.us;
+  const bw = (x: Json, s: number) => x.perftest?.readBw?.find((p: Json) => p.size === s && p.MBps > 0)?.MBps;
+  const add = (what: string, f: (x: Json) => string) => rows.push([what, f(g), f(r)]);
+  add("zcopy 64 KiB send→return / ib_read_lat", (x) => ratio(lat(x.transport.latency, 65536, "zcopy")?.sendReturnUs, rl(x, 65536)));
+  add("zcopy 1 MiB throughput / ib_read_bw", (x) => ratio(lat(x.transport.throughput, 1 << 20, "zcopy")?.MBps, bw(x, 1 << 20)));
+  add("zcopy 4 MiB throughput / ib_read_bw", (x) => ratio(lat(x.transport.throughput, 4 << 20, "zcopy")?.MBps, bw(x, 4 << 20)));
+  add("bcopy 64 B ½RTT / ib_send_lat (better mode)", (x) => ratio(lat(x.transport.latency, 64, "bcopy")?.halfRttUs, bestSendLat(x.perftest, 64)));
+  add("ib_send_lat 64 B (poll / events), µs", (x) => (x.perftest?.sendLat ?? []).map((p: Json) => p.us ?? "–").join(" / "));
+  add("latency crossover", (x) => (x.threshold?.latencyCrossover ? fmtBytes(x.threshold.latencyCrossover) : "none"));
+  add("throughput crossover", (x) => (x.threshold?.throughputCrossover ? fmtBytes(x.threshold.throughputCrossover) : "none"));
+  return { title: "The guest run repeated (same code and settings): run-to-run variance of the ratios", head: ["ratio", "main run", "repeat"], rows };
+}
+
 function targetsSection(host: Json, g: Json): Section {
   const rows: Cell[][] = [];
   const t = g?.transport, perf = g?.perftest;
   const z64 = lat(t?.latency, 65536, "zcopy")?.sendReturnUs, rl64 = perf?.readLat?.find((r: Json) => r.size === 65536)?.us;
   rows.push(["zcopy 64 KiB latency ≤ 1.5× ib_read_lat", ratio(z64, rl64), pass(z64 && rl64 ? z64 / rl64 <= 1.5 : undefined)]);
   for (const s of [1 << 20, 4 << 20]) {
-    const z = lat(t?.throughput, s, "zcopy")?.MBps, bw = perf?.readBw?.find((r: Json) => r.size === s)?.MBps;
+    const z = lat(t?.throughput, s, "zcopy")?.MBps, bw = perf?.readBw?.find((r: Json) => r.size === s && r.MBps > 0)?.MBps;
     rows.push([`zcopy ${fmtBytes(s)} throughput ≥ 0.8× ib_read_bw`, ratio(z, bw), pass(z && bw ? z / bw >= 0.8 : undefined)]);
   }
   const b64 = lat(t?.latency, 64, "bcopy"), sl = bestSendLat(perf, 64);
@@ -205,7 +223,7 @@ function targetsSection(host: Json, g: Json): Section {
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json, spin?: Json): { text: string; markdown: string; svg: string } {
+export function render(host: Json, guest: Json, spin?: Json, repeat?: Json): { text: string; markdown: string; svg: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
   add(targetsSection(host, guest));
@@ -213,6 +231,7 @@ export function render(host: Json, guest: Json, spin?: Json): { text: string; ma
   add(ffiSection("FFI and verbs overhead in the guest (real rxe connection; emulated CPU)", guest?.ffi));
   sections.push(...guestSections(guest));
   add(spinSection(guest, spin));
+  add(repeatSection(guest, repeat));
   sections.push(...tcpSection(host?.tcp));
   sections.push(...httpSections(host?.http));
   add(memorySection(host?.memory, guest));

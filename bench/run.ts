@@ -11,7 +11,8 @@
  *   npm run bench -- --guest-log=FILE   take the guest result from the saved output of a
  *                                       `bun bench/guest.ts` run inside a guest
  *                   [--save-as=guest-spin.json]  ...as a supplementary guest run (the spin
- *                                       experiment: `RDMA_SPIN_US=20000`), shown beside the main one
+ *                                       experiment: `RDMA_SPIN_US=20000`) or guest-repeat.json (the same
+ *                                       run repeated, for run-to-run variance), shown beside the main one
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
@@ -143,7 +144,7 @@ else if (!flag("report")) {
   if (!flag("guest-only")) await hostParts();
   if (flag("guest") || flag("guest-only")) await guestParts();
 }
-const report = render(load("host.json"), load("guest.json"), load("guest-spin.json"));
+const report = render(load("host.json"), load("guest.json"), load("guest-spin.json"), load("guest-repeat.json"));
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");
