@@ -192,7 +192,7 @@ function repeatSection(g: Json, r: Json): Section | undefined {
   add("ib_send_lat 64 B (poll / events), µs", (x) => (x.perftest?.sendLat ?? []).map((p: Json) => p.us ?? "–").join(" / "));
   add("latency crossover", (x) => (x.threshold?.latencyCrossover ? fmtBytes(x.threshold.latencyCrossover) : "none"));
   add("throughput crossover", (x) => (x.threshold?.throughputCrossover ? fmtBytes(x.threshold.throughputCrossover) : "none"));
-  return { title: "The guest run repeated (same code and settings): run-to-run variance of the ratios", head: ["ratio", "main run", "repeat"], rows };
+  return { title: "The guest run repeated (same benchmark and settings): run-to-run variance of the ratios", head: ["ratio", "main run", "repeat"], rows };
 }
 
 function targetsSection(host: Json, g: Json): Section {
