@@ -37,7 +37,7 @@ export interface TransportOptions extends SocketOptions, LinkSizes {
   log?: (line: string) => void;
   /*
    * Inherited, documented in their interfaces:
-   * zcopyThreshold (@default 65536), cancelTimeoutMs (@default 10000),
+   * zcopyThreshold (@default 262144), cancelTimeoutMs (@default 10000),
    * handshakeTimeoutMs (@default 10000), closeTimeoutMs (@default 2000),
    * recvBufferSize (@default 65536), recvBufferCount (@default 64),
    * sendSlots (@default 64), maxMessageSize (@default 16777216).

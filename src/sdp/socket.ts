@@ -37,7 +37,7 @@ import { encodeFrame, type Hello } from "./wire.ts";
 
 /** Per-socket protocol options (every transport). */
 export interface SocketOptions {
-  /** Messages of at least this many bytes go by zcopy (SrcAvail → RDMA READ) where the link can. @default 65536 */
+  /** Messages of at least this many bytes go by zcopy (SrcAvail → RDMA READ) where the link can. @default 262144 (bench/README.md: where zcopy overtakes bcopy) */
   zcopyThreshold?: number;
   /** How long a SrcAvail may wait for RdmaRdCompl before SrcAvailCancel, and the cancel for its answer. @default 10000 */
   cancelTimeoutMs?: number;
@@ -48,7 +48,7 @@ export interface SocketOptions {
 }
 
 export const SOCKET_DEFAULTS = {
-  zcopyThreshold: 65536,
+  zcopyThreshold: 262144,
   cancelTimeoutMs: 10000,
   handshakeTimeoutMs: 10000,
   closeTimeoutMs: 2000,
