@@ -104,7 +104,6 @@ export class RdmaConnection {
   readonly #ring: DataView;
   readonly #ringCapacity: number;
   #nextToken = 0;
-  #outstanding = 0;
   #established = false;
   #closing = false;
   #resolveClosed!: (e: Error | undefined) => void;
@@ -238,7 +237,6 @@ export class RdmaConnection {
     const err = reason ?? new ConnectionClosedError("connection closed");
     for (const p of this.#pending.values()) p.reject(new ConnectionClosedError(`${p.op} did not complete: ${err.message}`, { cause: err }));
     this.#pending.clear();
-    this.#outstanding = 0;
     this.#progress.remove(this);
     try {
       this.onClosing?.(reason);
@@ -259,11 +257,6 @@ export class RdmaConnection {
   }
 
   // ---- progress interface -----------------------------------------------------
-
-  /** @internal */
-  busy(): boolean {
-    return this.#outstanding > 0;
-  }
 
   /** @internal */
   arm(): void {
@@ -292,7 +285,6 @@ export class RdmaConnection {
         const byteLength = r.getUint32(o + 16, true);
         const vendorErr = r.getUint32(o + 28, true);
         const recv = (token & RECV_BIT) !== 0;
-        if (!recv) this.#outstanding--;
         if ((token & PROMISE_BIT) !== 0) {
           const p = this.#pending.get(token);
           if (!p) continue;
@@ -329,10 +321,7 @@ export class RdmaConnection {
 
   #post(op: string, signaled: boolean, call: () => number): void {
     unwrap(op, call());
-    if (signaled) {
-      this.#outstanding++;
-      this.#progress.kick();
-    }
+    if (signaled) this.#progress.kick();
   }
 
   #promise(op: string, post: (token: number) => void, kind = 0): Promise<number> {

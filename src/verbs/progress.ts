@@ -4,13 +4,15 @@
  *
  * 1. A pass drains CM events, then polls every connection's completion queue
  *    in batches and dispatches the records.
- * 2. While some connection has work in flight, passes repeat (spin, yielding to
- *    the event loop between passes) until `RDMA_SPIN_US` (default 500 µs) pass
- *    with nothing completed.
+ * 2. Passes repeat (spin, yielding to the event loop between passes) until
+ *    `RDMA_SPIN_US` (default 500 µs) pass with no completion and no new work:
+ *    an answer usually follows soon after activity.
  * 3. Then every queue is armed (`ibv_req_notify_cq`) and polled once more, to
  *    close the race with a completion that landed before the arm; with still
  *    nothing, the waiter worker sleeps in epoll over all completion channels
- *    and the CM channel, and wakes the main thread with a message.
+ *    and the CM channel, and wakes the main thread with a message. New work
+ *    starts a pass at once; the worker's wait stays armed meanwhile (it is
+ *    never woken just to be asked to wait again).
  * 4. When nothing uses RDMA any more (no listener, connection or connect in
  *    progress), the worker is stopped so the process can exit.
  *
@@ -45,8 +47,6 @@ export interface Pollable {
   readonly cqFd: number;
   /** Polls and dispatches; returns completions handled. */
   poll(): number;
-  /** Work (sends, reads, writes) in flight. */
-  busy(): boolean;
   arm(): void;
   ackEvents(): void;
 }
@@ -65,7 +65,8 @@ export class Progress {
   readonly #eventView = new DataView(this.#eventRec.buffer);
   #worker: Worker | undefined;
   #workerReady = false;
-  #sleeping = false;
+  /** A wait was posted to the worker and has not returned. */
+  #waiting = false;
   #scheduled = false;
   #users = 0;
   #lastActivity = 0;
@@ -122,13 +123,17 @@ export class Progress {
     this.shim.fn.shim_waitset_remove(this.#waitset.ptr, c.cqFd);
   }
 
-  /** New work was posted: make sure a pass runs soon. */
+  /**
+   * New work was posted: make sure a pass runs soon. The waiter is not woken:
+   * its epoll wait, if one is outstanding, simply stays armed for later.
+   */
   kick(): void {
     this.#lastActivity = performance.now();
-    if (this.#scheduled || this.#sleeping) {
-      if (this.#sleeping) this.shim.fn.shim_waitset_wake(this.#waitset.ptr);
-      return;
-    }
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(this.#pass);
   }
@@ -142,11 +147,9 @@ export class Progress {
     }
     const now = performance.now();
     if (handled > 0) this.#lastActivity = now;
-    let busy = false;
-    for (const c of this.#conns) if (c.busy()) busy = true;
-    if (handled > 0 || (busy && now - this.#lastActivity < SPIN_MS)) {
-      this.#scheduled = true;
-      setImmediate(this.#pass);
+    // Spin while work is in flight, and for a moment after any activity (an answer is likely near).
+    if (handled > 0 || now - this.#lastActivity < SPIN_MS) {
+      this.#schedule();
       return;
     }
     // Arm, then look once more: a completion that landed before the arm raises no event.
@@ -155,8 +158,7 @@ export class Progress {
     for (const c of this.#conns) late += c.poll();
     if (late > 0) {
       this.#lastActivity = performance.now();
-      this.#scheduled = true;
-      setImmediate(this.#pass);
+      this.#schedule();
       return;
     }
     this.#sleep();
@@ -181,10 +183,11 @@ export class Progress {
     return n;
   }
 
+  /** Hands the wait to the worker, unless a wait it was given is still outstanding (it stays armed). */
   #sleep(): void {
-    if (!this.#worker) return;
-    this.#sleeping = true;
-    if (this.#workerReady) this.#worker.postMessage({ waitset: String(this.#waitset.address) });
+    if (!this.#worker || !this.#workerReady || this.#waiting) return;
+    this.#waiting = true;
+    this.#worker.postMessage({ waitset: String(this.#waitset.address) });
   }
 
   #startWorker(): void {
@@ -193,17 +196,9 @@ export class Progress {
     this.#workerReady = false;
     w.onmessage = (e: MessageEvent) => {
       if (this.#worker !== w) return;
-      if (e.data === "ready") {
-        this.#workerReady = true;
-        if (this.#sleeping) this.#sleep();
-        else this.kick();
-        return;
-      }
-      this.#sleeping = false;
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(this.#pass);
-      }
+      if (e.data === "ready") this.#workerReady = true;
+      else this.#waiting = false;
+      this.#schedule();
     };
     w.onerror = (e) => {
       console.error("rdma waiter worker failed:", (e as ErrorEvent).message);
@@ -214,11 +209,11 @@ export class Progress {
     const w = this.#worker;
     if (!w) return;
     this.#worker = undefined;
-    if (this.#sleeping) {
+    if (this.#waiting) {
       // It is blocked in C: wake it first, then end it once it has returned.
       w.onmessage = () => w.terminate();
       this.shim.fn.shim_waitset_wake(this.#waitset.ptr);
-      this.#sleeping = false;
+      this.#waiting = false;
     } else {
       w.terminate();
     }
