@@ -63,7 +63,8 @@ describe("tcp transport between processes", () => {
     srv.kill("SIGKILL");
     const results = await settled;
     const rejected = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
-    assert.ok(rejected.length >= 150, `most sends were still pending: ${rejected.length} rejected`);
+    // The held peer grants at most its 64 receive buffers (default) of credit: the rest must be pending.
+    assert.ok(rejected.length >= 200 - 64, `most sends were still pending: ${rejected.length} rejected`);
     for (const r of rejected) assert.match(r.reason.message, /^send failed: connection lost: /);
     const cause = await s.closed;
     assert.ok(cause instanceof Error);
