@@ -4,23 +4,11 @@
  * processes, and a stalled (SIGSTOPped) secondary.
  */
 import { test } from "node:test";
-import process from "node:process";
 import assert from "node:assert/strict";
 import { launchCluster, type LaunchedCluster } from "../examples/cluster_launcher.ts";
 import { parseSessionCookie } from "../src/cluster/cookie.ts";
 
-/**
- * Inside the Soft-RoCE guest (scripts/guest.sh sets RDMA_IN_GUEST=1) these
- * tests run over real rdma on the guest's rxe address; elsewhere over tcp on
- * the loopback address. A file under test/guest/ that imports this one runs
- * them in the guest.
- */
-const IN_GUEST = process.env.RDMA_IN_GUEST === "1";
-const TRANSPORT = IN_GUEST ? "rdma" as const : "tcp" as const;
-const HOST = IN_GUEST ? "192.0.2.1" : "127.0.0.1";
-const START_TIMEOUT_MS = IN_GUEST ? 600_000 : 60_000;
-/** The guest's CPU is emulated (tens of times slower): acknowledgement and failure-detection bounds scale with it. */
-const SLOW = IN_GUEST ? ["--ack-timeout-ms", "30000", "--heartbeat-timeout-ms", "10000"] : [];
+import { HOST, SLOW, START_TIMEOUT_MS, TRANSPORT } from "./fixtures/cluster_env.ts";
 
 const SECRET = "failover-test-secret-0123456789abcdef";
 

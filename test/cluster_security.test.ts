@@ -5,7 +5,6 @@
  * real replication, and no forged replica may ever be served.
  */
 import { test } from "node:test";
-import process from "node:process";
 import assert from "node:assert/strict";
 import { launchCluster, type LaunchedCluster } from "../examples/cluster_launcher.ts";
 import { authenticate } from "../src/cluster/auth.ts";
@@ -14,16 +13,7 @@ import { encodeCall } from "../src/rmi/frame.ts";
 import { jsonCodec } from "../src/rmi/codec.ts";
 import { connect } from "../src/sdp/mod.ts";
 
-/**
- * Inside the Soft-RoCE guest (scripts/guest.sh sets RDMA_IN_GUEST=1) these
- * tests run over real rdma on the guest's rxe address; elsewhere over tcp on
- * the loopback address. A file under test/guest/ that imports this one runs
- * them in the guest.
- */
-const IN_GUEST = process.env.RDMA_IN_GUEST === "1";
-const TRANSPORT = IN_GUEST ? "rdma" as const : "tcp" as const;
-const HOST = IN_GUEST ? "192.0.2.1" : "127.0.0.1";
-const START_TIMEOUT_MS = IN_GUEST ? 600_000 : 60_000;
+import { HOST, SLOW, START_TIMEOUT_MS, TRANSPORT } from "./fixtures/cluster_env.ts";
 
 const SECRET = "security-test-secret-0123456789";
 
@@ -59,7 +49,7 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
     secret: SECRET,
     transport: TRANSPORT,
     startTimeoutMs: START_TIMEOUT_MS,
-    args: ["--host", HOST, "--ack", "applied", "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000"],
+    args: ["--host", HOST, "--ack", "applied", "--heartbeat-ms", "100", "--heartbeat-timeout-ms", "1000", ...SLOW],
     stderr: "pipe",
   });
   try {
