@@ -19,6 +19,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
+import { AcceptQueue } from "../accept_queue.ts";
 import {
   carve,
   type Link,
@@ -388,9 +389,7 @@ let nextPort = 40000;
 class LoopbackLinkListener implements LinkListener {
   readonly address: { host: string; port: number };
   readonly sizes: LinkSizes;
-  #queue: LoopbackLink[] = [];
-  #waiters: Array<(r: IteratorResult<LoopbackLink>) => void> = [];
-  #closed = false;
+  readonly #accepted = new AcceptQueue<LoopbackLink>();
 
   constructor(host: string, port: number, sizes: LinkSizes) {
     this.address = { host, port };
@@ -398,30 +397,19 @@ class LoopbackLinkListener implements LinkListener {
   }
 
   accept(link: LoopbackLink): void {
-    const w = this.#waiters.shift();
-    if (w) w({ value: link, done: false });
-    else this.#queue.push(link);
+    if (!this.#accepted.push(link)) link.close();
   }
 
   close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
+    if (!this.#accepted.closed) {
       listeners.delete(`${this.address.host}:${this.address.port}`);
-      for (const l of this.#queue.splice(0)) l.close();
-      for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+      for (const l of this.#accepted.close()) l.close();
     }
     return Promise.resolve();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Link> {
-    return {
-      next: () => {
-        const l = this.#queue.shift();
-        if (l) return Promise.resolve({ value: l, done: false });
-        if (this.#closed) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => this.#waiters.push(r));
-      },
-    };
+    return this.#accepted[Symbol.asyncIterator]();
   }
 }
 

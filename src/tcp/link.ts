@@ -29,6 +29,7 @@
  */
 import * as net from "node:net";
 import { setImmediate } from "node:timers";
+import { AcceptQueue } from "../accept_queue.ts";
 import {
   carve,
   type Link,
@@ -227,40 +228,26 @@ export function connectLink(options: LinkConnectOptions): Promise<Link> {
 class TcpLinkListener implements LinkListener {
   readonly address: { host: string; port: number };
   readonly #server: net.Server;
-  #queue: Link[] = [];
-  #waiters: Array<(r: IteratorResult<Link>) => void> = [];
-  #closed = false;
+  readonly #accepted = new AcceptQueue<Link>();
 
   constructor(server: net.Server, host: string, sizes: Required<LinkSizes>) {
     this.#server = server;
     const a = server.address() as net.AddressInfo;
     this.address = { host, port: a.port };
     server.on("connection", (s: net.Socket) => {
-      if (this.#closed) return void s.destroy();
-      const link = new TcpLink(s, sizes);
-      const w = this.#waiters.shift();
-      if (w) w({ value: link, done: false });
-      else this.#queue.push(link);
+      if (this.#accepted.closed) return void s.destroy();
+      this.#accepted.push(new TcpLink(s, sizes));
     });
   }
 
   close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    this.#closed = true;
-    for (const l of this.#queue.splice(0)) l.close();
-    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+    if (this.#accepted.closed) return Promise.resolve();
+    for (const l of this.#accepted.close()) l.close();
     return new Promise((r) => this.#server.close(() => r()));
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Link> {
-    return {
-      next: () => {
-        const l = this.#queue.shift();
-        if (l) return Promise.resolve({ value: l, done: false });
-        if (this.#closed) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => this.#waiters.push(r));
-      },
-    };
+    return this.#accepted[Symbol.asyncIterator]();
   }
 }
 

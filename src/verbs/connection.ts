@@ -20,6 +20,7 @@
  * @module
  */
 import type { Binding, Ptr } from "../../ffi/mod.ts";
+import { AcceptQueue } from "../accept_queue.ts";
 import { RECORD_SIZES } from "../../ffi/mod.ts";
 import { ConnectionClosedError, RdmaError, unwrap, WorkCompletionError } from "./errors.ts";
 import { type Access, MemoryRegion } from "./memory.ts";
@@ -477,9 +478,7 @@ export class ConnectionRequest {
 export class RdmaListener implements AsyncIterable<ConnectionRequest> {
   readonly #progress: Progress;
   readonly #id: Handle;
-  readonly #queue: ConnectionRequest[] = [];
-  readonly #waiters: ((r: IteratorResult<ConnectionRequest>) => void)[] = [];
-  #closed = false;
+  readonly #requests = new AcceptQueue<ConnectionRequest>();
   readonly address: { host: string; port: number };
 
   /** @internal use `listen()`. */
@@ -491,37 +490,24 @@ export class RdmaListener implements AsyncIterable<ConnectionRequest> {
     progress.onCmEvent(id.address, (ev) => {
       if (ev.type !== CM.CONNECT_REQUEST) return;
       const req = new ConnectionRequest(progress, { ptr: progress.shim.pointer(ev.id), address: ev.id }, ev.privateData);
-      if (this.#closed) return req.reject();
-      const w = this.#waiters.shift();
-      if (w) w({ value: req, done: false });
-      else this.#queue.push(req);
+      if (!this.#requests.push(req)) req.reject();
     });
   }
 
   /** The next connection request, or `undefined` once closed. */
   async next(): Promise<ConnectionRequest | undefined> {
-    const r = await this[Symbol.asyncIterator]().next();
+    const r = await this.#requests.next();
     return r.done ? undefined : r.value;
   }
 
   [Symbol.asyncIterator](): AsyncIterator<ConnectionRequest> {
-    return {
-      next: () => {
-        const q = this.#queue.shift();
-        if (q) return Promise.resolve({ value: q, done: false });
-        if (this.#closed) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => this.#waiters.push(r));
-      },
-      return: () => Promise.resolve({ value: undefined, done: true }),
-    };
+    return this.#requests[Symbol.asyncIterator]();
   }
 
   /** Stops listening; queued requests are rejected. Idempotent. */
   close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    this.#closed = true;
-    for (const r of this.#queue.splice(0)) r.reject();
-    for (const w of this.#waiters.splice(0)) w({ value: undefined, done: true });
+    if (this.#requests.closed) return Promise.resolve();
+    for (const r of this.#requests.close()) r.reject();
     destroyId(this.#progress.shim, this.#progress, this.#id);
     this.#progress.release();
     return Promise.resolve();
