@@ -367,23 +367,8 @@ async function runIdleRdma(): Promise<void> {
     `idle CPU of a connected rdma pair, bun and deno concurrently (${elapsed()})`,
   );
   const secs = quick ? "3" : "10";
-  const [ib, id] = await Promise.all([
-    runChild("bun", "bench/idle.ts", [
-      "--transport",
-      "rdma",
-      "--host",
-      HOST,
-      "--seconds",
-      secs,
-    ]),
-    runChild("deno", "bench/idle.ts", [
-      "--transport",
-      "rdma",
-      "--host",
-      HOST,
-      "--seconds",
-      secs,
-    ]),
-  ]);
+  const [ib, id] = await Promise.all(
+    (["bun", "deno"] as const).map((rt) => runChild(rt, "bench/idle.ts", ["--transport", "rdma", "--host", HOST, "--seconds", secs])),
+  );
   result.idle = { bun: ib, deno: id };
 }

@@ -19,7 +19,7 @@
 import type { MessageListener, MessageSocket, ReceivedMessage } from "../sdp/types.ts";
 import type { ValueCodec } from "../rmi/codec.ts";
 import { type MethodTable, RmiEndpoint } from "../rmi/endpoint.ts";
-import type { RmiLogger, RmiStats } from "../rmi/types.ts";
+import { emptyRmiStats, type RmiLogger, type RmiStats } from "../rmi/types.ts";
 import { authenticate, secretBytes } from "./auth.ts";
 import { type PeerConfig, validatePeers } from "./peers.ts";
 
@@ -287,15 +287,7 @@ export class ClusterNode {
 
   /** RMI counters summed over all open endpoints. */
   rmiStats(): RmiStats {
-    const sum: RmiStats = {
-      callsSent: 0,
-      callsReceived: 0,
-      repliesReceived: 0,
-      unknownMethods: 0,
-      failedCalls: 0,
-      malformedFrames: 0,
-      droppedSends: 0,
-    };
+    const sum = emptyRmiStats();
     const all = [...this.#links.values()].map((l) => l.endpoint).filter((e) => e !== undefined);
     for (const set of this.#inbound.values()) all.push(...set);
     for (const e of all) {

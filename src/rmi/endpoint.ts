@@ -32,7 +32,7 @@ import {
   encodeReply,
   RmiFrameError,
 } from "./frame.ts";
-import type { AckMode, RmiLogger, RmiStats } from "./types.ts";
+import { type AckMode, emptyRmiStats, type RmiLogger, type RmiStats } from "./types.ts";
 
 /** What a method sees besides its arguments. */
 export interface CallContext {
@@ -117,15 +117,7 @@ export class RmiEndpoint {
   #pending = new Map<number, PendingCall>();
   #closedError: Error | undefined;
   #isClosed = false;
-  #stats: RmiStats = {
-    callsSent: 0,
-    callsReceived: 0,
-    repliesReceived: 0,
-    unknownMethods: 0,
-    failedCalls: 0,
-    malformedFrames: 0,
-    droppedSends: 0,
-  };
+  #stats: RmiStats = emptyRmiStats();
 
   constructor(socket: MessageSocket, options: RmiEndpointOptions = {}) {
     this.socket = socket;

@@ -33,3 +33,16 @@ export interface RmiStats {
   /** Sends in `none` mode that failed (nobody was waiting). */
   droppedSends: number;
 }
+
+/** All-zero counters: a new endpoint's, and the start of a sum over endpoints. */
+export function emptyRmiStats(): RmiStats {
+  return {
+    callsSent: 0,
+    callsReceived: 0,
+    repliesReceived: 0,
+    unknownMethods: 0,
+    failedCalls: 0,
+    malformedFrames: 0,
+    droppedSends: 0,
+  };
+}
