@@ -22,6 +22,13 @@ export interface ServerSpec {
   runtime: "bun" | "deno";
   /** Extra flags for the server script. */
   args?: string[];
+  /** Address this server listens on (its `--host`), after the common flags. */
+  host?: string;
+  /**
+   * A command that wraps this server's command, e.g. `["ip", "netns", "exec", "ns1"]`
+   * (it must exec the server in its own process, so that signals reach the server).
+   */
+  prefix?: string[];
 }
 
 /** Options of `launchCluster`. */
@@ -48,6 +55,8 @@ export interface LaunchedServer {
   readonly url: string;
   readonly clusterPort: number;
   readonly child: ChildProcess;
+  /** What the server itself reported when it listened (runtime, transport, host, ack mode...). */
+  readonly reported: Readonly<Record<string, unknown>>;
   /** False once the process has exited. */
   alive: boolean;
   /** Resolves with the exit code or signal when the process exits. */
@@ -95,8 +104,12 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
         transport,
         ...(options.args ?? []),
         ...(spec.args ?? []),
+        ...(spec.host !== undefined ? ["--host", spec.host] : []),
       ];
-      const child = spawn(bin, args, {
+      const [command, commandArgs] = spec.prefix?.length
+        ? [spec.prefix[0], [...spec.prefix.slice(1), bin, ...args]]
+        : [bin, args];
+      const child = spawn(command, commandArgs, {
         cwd: REPO_ROOT,
         stdio: ["pipe", "pipe", options.stderr ?? "inherit"],
         env: { ...process.env, NO_COLOR: "1" },
@@ -138,6 +151,7 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
             url: `http://${event.host}:${event.httpPort}`,
             clusterPort: Number(event.clusterPort),
             child,
+            reported: event,
             alive: true,
             exited,
             log,

@@ -5,6 +5,9 @@
  * - `/login?user=NAME`           starts a session (user, empty cart)
  * - `/cart/add?item=ID&qty=N`    sets one cart line (idempotent: the same item id twice is one line)
  * - `/cart`                      shows the session (user, cart, version, epoch)
+ * - `/put?k=KEY&v=VAL`            sets exactly one attribute (creating the session if there is none);
+ *                                 answers `{id, isNew, version, epoch, server}` (version before this change)
+ * - `/all`                       every attribute, `{id, attributes, version, epoch, server}` (`id` null without a session)
  * - `/logout`                    ends the session everywhere
  * - `/stats`                     this server's replication counters and latencies (no session)
  *
@@ -49,6 +52,29 @@ export function shopHandler(cluster: SessionCluster) {
             epoch: session.epoch,
             server: cluster.self,
           });
+        case "/put": {
+          const key = q.get("k");
+          if (!key) return Response.json({ error: "'k' is required" }, { status: 400 });
+          session.set(key, q.get("v") ?? "");
+          return Response.json({
+            id: session.id,
+            isNew: session.isNew,
+            version: session.version,
+            epoch: session.epoch,
+            server: cluster.self,
+          });
+        }
+        case "/all": {
+          const attributes: Record<string, unknown> = {};
+          for (const key of session.keys()) attributes[key] = session.get(key);
+          return Response.json({
+            id: session.id ?? null,
+            attributes,
+            version: session.version,
+            epoch: session.epoch,
+            server: cluster.self,
+          });
+        }
         case "/logout":
           session.invalidate();
           return Response.json({ ok: true });

@@ -4,7 +4,8 @@
  *
  * 1. It listens for peers (replication transport) and for HTTP, both on
  *    `--host` (127.0.0.1) with port 0, and prints
- *    `{"event":"listening","id","host","runtime","transport","clusterPort","httpPort"}`.
+ *    `{"event":"listening","id","host","runtime","transport","ack","ackTimeoutMs",
+ *    "heartbeatMs","heartbeatTimeoutMs","pid","clusterPort","httpPort"}`.
  * 2. The parent answers on stdin with `{"peers":[{id,host,port,transport},...]}`.
  * 3. It joins the cluster, waits for every peer, and prints `{"event":"ready"}`.
  *
@@ -102,6 +103,11 @@ export async function runShopServer(config: ShopServerConfig): Promise<void> {
     host: config.host,
     runtime: runtimeName(),
     transport: listener.transport,
+    ack: config.ack,
+    ackTimeoutMs: config.ackTimeoutMs,
+    heartbeatMs: config.heartbeatMs,
+    heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+    pid: process.pid,
     clusterPort: listener.address.port,
     httpPort: http.port,
   });
