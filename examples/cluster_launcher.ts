@@ -24,6 +24,8 @@ export interface ServerSpec {
   args?: string[];
   /** Address this server listens on (its `--host`), after the common flags. */
   host?: string;
+  /** Address of its HTTP listener (`--http-host`), if not `host`. */
+  httpHost?: string;
   /**
    * A command that wraps this server's command, e.g. `["ip", "netns", "exec", "ns1"]`
    * (it must exec the server in its own process, so that signals reach the server).
@@ -105,6 +107,7 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
         ...(options.args ?? []),
         ...(spec.args ?? []),
         ...(spec.host !== undefined ? ["--host", spec.host] : []),
+        ...(spec.httpHost !== undefined ? ["--http-host", spec.httpHost] : []),
       ];
       const [command, commandArgs] = spec.prefix?.length
         ? [spec.prefix[0], [...spec.prefix.slice(1), bin, ...args]]
@@ -148,7 +151,7 @@ export async function launchCluster(options: LaunchOptions): Promise<LaunchedClu
             id: spec.id,
             runtime: spec.runtime,
             transport: String(event.transport),
-            url: `http://${event.host}:${event.httpPort}`,
+            url: `http://${event.httpHost ?? event.host}:${event.httpPort}`,
             clusterPort: Number(event.clusterPort),
             child,
             reported: event,

@@ -4,12 +4,12 @@
  *
  * 1. It listens for peers (replication transport) and for HTTP, both on
  *    `--host` (127.0.0.1) with port 0, and prints
- *    `{"event":"listening","id","host","runtime","transport","ack","ackTimeoutMs",
+ *    `{"event":"listening","id","host","httpHost","runtime","transport","ack","ackTimeoutMs",
  *    "heartbeatMs","heartbeatTimeoutMs","pid","clusterPort","httpPort"}`.
  * 2. The parent answers on stdin with `{"peers":[{id,host,port,transport},...]}`.
  * 3. It joins the cluster, waits for every peer, and prints `{"event":"ready"}`.
  *
- * Flags: --id ID --secret S [--transport auto|tcp|rdma] [--host 127.0.0.1]
+ * Flags: --id ID --secret S [--transport auto|tcp|rdma] [--host 127.0.0.1] [--http-host HOST (default: --host)]
  * [--ack transport|applied|none] [--ack-timeout-ms 1000] [--max-idle-ms N]
  * [--heartbeat-ms 250] [--heartbeat-timeout-ms 1500] [--sweep-ms 1000]
  *
@@ -37,6 +37,8 @@ export interface ShopServerConfig {
   secret: string;
   transport: TransportChoice;
   host: string;
+  /** Address of the HTTP listener. @default host */
+  httpHost: string;
   ack: AckMode;
   ackTimeoutMs: number;
   maxIdleMs: number;
@@ -54,6 +56,7 @@ export function parseShopArgs(args: string[]): ShopServerConfig {
       secret: { type: "string" },
       transport: { type: "string", default: "auto" },
       host: { type: "string", default: "127.0.0.1" },
+      "http-host": { type: "string" },
       ack: { type: "string", default: "transport" },
       "ack-timeout-ms": { type: "string", default: "1000" },
       "max-idle-ms": { type: "string", default: String(30 * 60_000) },
@@ -71,6 +74,7 @@ export function parseShopArgs(args: string[]): ShopServerConfig {
     secret,
     transport: values.transport as TransportChoice,
     host: values.host!,
+    httpHost: values["http-host"] ?? values.host!,
     ack: values.ack as AckMode,
     ackTimeoutMs: Number(values["ack-timeout-ms"]),
     maxIdleMs: Number(values["max-idle-ms"]),
@@ -96,11 +100,12 @@ export async function runShopServer(config: ShopServerConfig): Promise<void> {
       app ??= withSessions(shopHandler(cluster), { cluster, replicationHeader: "x-replication" });
     }
     return app(request);
-  }, { hostname: config.host, port: 0 });
+  }, { hostname: config.httpHost, port: 0 });
   emit({
     event: "listening",
     id: config.id,
     host: config.host,
+    httpHost: config.httpHost,
     runtime: runtimeName(),
     transport: listener.transport,
     ack: config.ack,
