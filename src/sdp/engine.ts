@@ -56,7 +56,13 @@
  *    connection with the `ProtocolError`.
  *
  * Sequence numbers are kept internally as unbounded integers and put on the
- * wire modulo 2^32.
+ * wire modulo 2^32. READ tokens run from 1 to `MAX_READ_TOKEN` and wrap (one
+ * incoming READ is outstanding at a time, so a wrapped token is never
+ * confused with a live one).
+ *
+ * Time: every input takes an optional `now`; when it is left out, the engine
+ * reads `options.clock` only where it arms a deadline (handshake, close,
+ * cancel), so the data path never reads the clock.
  *
  * @module
  */
@@ -66,23 +72,36 @@ import {
   type Body,
   CREDIT_UPDATE,
   DATA_HEAD_SIZE,
-  decodeFrame,
+  decodeInto,
   DISCONN,
-  type Frame,
   HEADER_SIZE,
   type Hello,
   MID,
   midName,
   PROTOCOL_VERSION,
   ProtocolError,
+  type RxFrame,
+  rxFrame,
   SEND_SM,
   SRCAVAIL_CANCEL,
 } from "./wire.ts";
+import type { Frame } from "./wire.ts";
 import type { SocketStats } from "./types.ts";
+
+/**
+ * The largest READ token: tokens run 1..2^29-1 and wrap, so that a link can
+ * put a token and a flag bit in a 30-bit work-request id (the rdma link does).
+ */
+export const MAX_READ_TOKEN = 2 ** 29 - 1;
+
+/** Reassembly buffers up to this size are kept for the next fragmented message once released. */
+const SPARE_REASSEMBLY_MAX = 1 << 20;
 
 /** What to give back when a delivered message is released. */
 export type ReleaseHandle =
   | { kind: "buffer"; index: number }
+  /** A reassembled message: its last fragment's receive buffer, and the buffer it was reassembled in (reused). */
+  | { kind: "reassembly"; index: number; store: Uint8Array }
   | { kind: "sink"; offset: number }
   | { kind: "owned" };
 
@@ -136,6 +155,10 @@ export interface EngineOptions {
   cancelTimeoutMs: number;
   handshakeTimeoutMs: number;
   closeTimeoutMs: number;
+  /** The clock (ms) read when an input comes without `now` and a deadline is armed. @default performance.now */
+  clock?: () => number;
+  /** @internal The first READ token (tests of the wrap). @default 1 */
+  firstReadToken?: number;
 }
 
 interface OutMessage {
@@ -166,6 +189,8 @@ interface IncomingZcopy {
 
 const CONTROL_CREDITS = 2;
 const DATA_CREDITS = CONTROL_CREDITS + 1;
+const NO_ACTIONS: EngineAction[] = Object.freeze([]) as unknown as EngineAction[];
+const defaultClock = () => performance.now();
 
 export class Engine {
   readonly options: EngineOptions;
@@ -194,9 +219,16 @@ export class Engine {
   #lastSentBufs = 0;
   #ackOwed = false;
   #flushingAcks = false;
-  #reassembly: { buf: Uint8Array; filled: number } | undefined;
+  /** The message being reassembled (undefined when none), the buffer under it, and bytes filled. */
+  #rBuf: Uint8Array | undefined;
+  #rStore: Uint8Array | undefined;
+  #rFilled = 0;
+  /** A released reassembly buffer, for the next fragmented message. */
+  #spare: Uint8Array | undefined;
+  readonly #rx: RxFrame = rxFrame();
+  readonly #clock: () => number;
   #incomingZ: IncomingZcopy | undefined;
-  #readToken = 0;
+  #readToken: number;
   readonly #sinkRing: RingAllocator | undefined;
   #peerClosed = false;
 
@@ -222,6 +254,17 @@ export class Engine {
     this.#posted = options.recvBufferCount;
     for (let i = options.sendSlots - 1; i >= 0; i--) this.#freeSlots.push(i);
     this.#sinkRing = options.sink ? new RingAllocator(options.sink.length) : undefined;
+    this.#clock = options.clock ?? defaultClock;
+    const first = options.firstReadToken ?? 1;
+    if (!Number.isInteger(first) || first < 1 || first > MAX_READ_TOKEN) {
+      throw new RangeError(`'firstReadToken' must be an integer in 1..${MAX_READ_TOKEN}: got ${first}`);
+    }
+    this.#readToken = first - 1;
+  }
+
+  /** `now` as given, else the clock. */
+  #now(now: number | undefined): number {
+    return now ?? this.#clock();
   }
 
   get state(): EngineState {
@@ -255,7 +298,7 @@ export class Engine {
   }
 
   /** Sends the acknowledgement owed, if any (with `batchAcks`). */
-  flushAcks(now: number): void {
+  flushAcks(now?: number): void {
     if (this.#state === "closed" || !this.#ackOwed) return;
     this.#flushingAcks = true;
     this.#pump(now);
@@ -265,6 +308,7 @@ export class Engine {
   /** Returns and clears the queued actions. */
   takeActions(): EngineAction[] {
     const a = this.#actions;
+    if (a.length === 0) return NO_ACTIONS;
     this.#actions = [];
     return a;
   }
@@ -278,8 +322,8 @@ export class Engine {
   }
 
   /** Begins the connection: the active side posts HELLO. */
-  start(now: number): void {
-    this.#handshakeDeadline = now + this.options.handshakeTimeoutMs;
+  start(now?: number): void {
+    this.#handshakeDeadline = this.#now(now) + this.options.handshakeTimeoutMs;
     if (this.options.role === "active") this.#postHello(MID.Hello);
   }
 
@@ -292,7 +336,7 @@ export class Engine {
    * says the bytes are in the registered source arena at that offset, which
    * makes the message eligible for zcopy.
    */
-  send(id: number, bytes: Uint8Array, sourceOffset: number | undefined, borrowed: boolean, now: number): void {
+  send(id: number, bytes: Uint8Array, sourceOffset: number | undefined, borrowed: boolean, now?: number): void {
     if (this.#state === "closing" || this.#state === "closed") {
       this.#actions.push({ type: "reject", id, error: new Error("send failed: the socket is closed") });
       return;
@@ -321,21 +365,21 @@ export class Engine {
   }
 
   /** A frame arrived in receive buffer `bufferIndex`. */
-  frame(view: Uint8Array, bufferIndex: number, now: number): void {
+  frame(view: Uint8Array, bufferIndex: number, now?: number): void {
     if (this.#state === "closed") return;
     if (this.#posted <= 0) {
       return this.#fail(new ProtocolError(`frame arrived with no receive buffer posted: the peer ignored its credits`));
     }
     this.#posted--;
-    let f: Frame;
+    const f = this.#rx;
     try {
-      f = decodeFrame(view, this.#rxNext);
+      decodeInto(view, this.#rxNext, f);
     } catch (e) {
       return this.#fail(e as Error);
     }
     this.#rxNext++;
     try {
-      this.#receive(f, bufferIndex, now);
+      this.#receive(f, view, bufferIndex, now);
     } catch (e) {
       if (e instanceof ProtocolError) return this.#fail(e);
       throw e;
@@ -344,7 +388,7 @@ export class Engine {
   }
 
   /** The send posted from `slot` completed. */
-  sendDone(slot: number, now: number): void {
+  sendDone(slot: number, now?: number): void {
     if (this.#state === "closed") return;
     const mseq = this.#slotMseq[slot];
     this.#freeSlots.push(slot);
@@ -362,7 +406,7 @@ export class Engine {
   }
 
   /** The RDMA READ with `token` completed. */
-  readDone(token: number, now: number): void {
+  readDone(token: number, now?: number): void {
     const z = this.#incomingZ;
     if (this.#state === "closed" || !z || z.token !== token || z.state !== "reading") return;
     this.#incomingZ = undefined;
@@ -375,7 +419,7 @@ export class Engine {
   }
 
   /** The RDMA READ with `token` failed: ask the sender to fall back to bcopy. */
-  readFailed(token: number, _error: Error, now: number): void {
+  readFailed(token: number, _error: Error, now?: number): void {
     const z = this.#incomingZ;
     if (this.#state === "closed" || !z || z.token !== token || z.state !== "reading") return;
     this.#incomingZ = undefined;
@@ -386,10 +430,14 @@ export class Engine {
   }
 
   /** The application released a delivered message. */
-  release(handle: ReleaseHandle, now: number): void {
+  release(handle: ReleaseHandle, now?: number): void {
     if (this.#state === "closed") return;
     if (handle.kind === "buffer") this.#repost(handle.index);
-    else if (handle.kind === "sink") {
+    else if (handle.kind === "reassembly") {
+      this.#repost(handle.index);
+      const store = handle.store;
+      if (store.length <= SPARE_REASSEMBLY_MAX && (!this.#spare || store.length > this.#spare.length)) this.#spare = store;
+    } else if (handle.kind === "sink") {
       this.#sinkRing!.free(handle.offset);
       this.#startRead();
     }
@@ -424,12 +472,12 @@ export class Engine {
   }
 
   /** Local close: pending sends reject, DISCONN goes out, the link closes on the peer's DISCONN. */
-  close(now: number): void {
+  close(now?: number): void {
     if (this.#state === "closing" || this.#state === "closed") return;
     if (this.#state === "handshake") return this.#finish(undefined, "the socket was closed");
     this.#rejectAll("the socket was closed");
     this.#state = "closing";
-    this.#closeDeadline = now + this.options.closeTimeoutMs;
+    this.#closeDeadline = this.#now(now) + this.options.closeTimeoutMs;
     this.#control.push(DISCONN);
     this.#pump(now);
   }
@@ -443,14 +491,14 @@ export class Engine {
 
   // ---------------------------------------------------------------- receive
 
-  #receive(f: Frame, index: number, now: number): void {
-    const b = f.body;
+  #receive(b: RxFrame, view: Uint8Array, index: number, now: number | undefined): void {
+    const f = b;
     if (this.#state === "handshake") {
       const expected = this.options.role === "passive" ? MID.Hello : MID.HelloAck;
       if (b.mid !== expected) {
         throw new ProtocolError(`expected ${midName(expected)} during the handshake, got ${midName(b.mid)}`);
       }
-      const hello = (b as { hello: Hello }).hello;
+      const hello = b.hello!;
       this.#peer = hello;
       this.#takeHeader(f);
       this.#repost(index);
@@ -475,7 +523,7 @@ export class Engine {
       case MID.HelloAck:
         throw new ProtocolError(`${midName(b.mid)} received after the handshake`);
       case MID.Data: {
-        if (b.payload.length === 0 && b.total === undefined) {
+        if (b.payloadStart === view.length && b.total < 0) {
           this.#repost(index); // credit update
           return;
         }
@@ -485,14 +533,14 @@ export class Engine {
           this.#repost(index); // the application closed: drop
           return;
         }
-        this.#receiveData(b.more, b.total, b.payload, index);
+        this.#receiveData(b.more, b.total, view, b.payloadStart, index);
         return;
       }
       case MID.SrcAvail: {
         if (this.#peerClosed) throw new ProtocolError(`SrcAvail received after the peer's DISCONN`);
         if (!this.options.sink) throw new ProtocolError(`SrcAvail received but this side announced no zcopy`);
         if (this.#incomingZ) throw new ProtocolError(`SrcAvail received while another SrcAvail is outstanding`);
-        if (this.#reassembly) throw new ProtocolError(`SrcAvail received in the middle of a fragmented message`);
+        if (this.#rBuf) throw new ProtocolError(`SrcAvail received in the middle of a fragmented message`);
         if (b.len > this.options.maxMessageSize) {
           throw new ProtocolError(`SrcAvail of ${b.len} bytes exceeds maxMessageSize ${this.options.maxMessageSize}`);
         }
@@ -561,7 +609,7 @@ export class Engine {
         if (this.#state === "closing") return this.#finish(undefined);
         this.#rejectAll("the peer closed the connection");
         this.#state = "closing";
-        this.#closeDeadline = now + this.options.closeTimeoutMs;
+        this.#closeDeadline = this.#now(now) + this.options.closeTimeoutMs;
         this.#control.push(DISCONN);
         return;
       }
@@ -571,47 +619,55 @@ export class Engine {
     }
   }
 
-  #receiveData(more: boolean, total: number | undefined, payload: Uint8Array, index: number): void {
+  #receiveData(more: boolean, total: number, view: Uint8Array, start: number, index: number): void {
     if (this.#incomingZ) throw new ProtocolError(`DATA received while a SrcAvail is outstanding`);
-    const r = this.#reassembly;
+    const n = view.length - start;
+    const r = this.#rBuf;
     if (r) {
-      if (total !== undefined) throw new ProtocolError(`DATA HEAD received while a fragmented message is incomplete`);
-      if (r.filled + payload.length > r.buf.length) {
+      if (total >= 0) throw new ProtocolError(`DATA HEAD received while a fragmented message is incomplete`);
+      if (this.#rFilled + n > r.length) {
         throw new ProtocolError(
-          `DATA fragments exceed the declared total ${r.buf.length}: ${r.filled + payload.length} bytes`,
+          `DATA fragments exceed the declared total ${r.length}: ${this.#rFilled + n} bytes`,
         );
       }
-      r.buf.set(payload, r.filled);
-      r.filled += payload.length;
+      r.set(view.subarray(start), this.#rFilled);
+      this.#rFilled += n;
       if (!more) {
-        if (r.filled !== r.buf.length) {
-          throw new ProtocolError(`fragmented message ended at ${r.filled} bytes of a declared ${r.buf.length}`);
+        if (this.#rFilled !== r.length) {
+          throw new ProtocolError(`fragmented message ended at ${this.#rFilled} bytes of a declared ${r.length}`);
         }
-        this.#reassembly = undefined;
-        // The last fragment's buffer stays with the message until the application takes
-        // it, so messages waiting to be read are bounded by the receive ring.
-        this.#deliver(r.buf, { kind: "buffer", index }, true);
+        const store = this.#rStore!;
+        this.#rBuf = this.#rStore = undefined;
+        // The last fragment's buffer stays with the message until the application releases
+        // it, so messages waiting to be read are bounded by the receive ring; the buffer it
+        // was reassembled in is kept for the next fragmented message.
+        this.#deliver(r, { kind: "reassembly", index, store });
       } else {
         this.#repost(index);
       }
       return;
     }
-    if (total !== undefined) {
+    if (total >= 0) {
       if (total > this.options.maxMessageSize) {
         throw new ProtocolError(`DATA HEAD total ${total} exceeds maxMessageSize ${this.options.maxMessageSize}`);
       }
-      const buf = new Uint8Array(total);
-      buf.set(payload, 0);
-      this.#reassembly = { buf, filled: payload.length };
+      let store = this.#spare;
+      if (store && store.length >= total) this.#spare = undefined;
+      else store = new Uint8Array(total);
+      const buf = store.length === total ? store : store.subarray(0, total);
+      buf.set(view.subarray(start), 0);
+      this.#rBuf = buf;
+      this.#rStore = store;
+      this.#rFilled = n;
       this.#repost(index);
       return;
     }
     if (more) throw new ProtocolError(`DATA fragment with MORE but no HEAD outside a fragmented message`);
-    this.#deliver(payload, { kind: "buffer", index });
+    this.#deliver(view.subarray(start), { kind: "buffer", index });
   }
 
   /** Takes mseq_ack and bufs from a valid frame. */
-  #takeHeader(f: Frame): void {
+  #takeHeader(f: RxFrame): void {
     const last = this.#txNext - 1;
     const behind = (last - f.mseqAck) >>> 0;
     const ack = last - behind;
@@ -652,7 +708,7 @@ export class Engine {
     if (off < 0) return; // wait for the application to release sink space
     z.state = "reading";
     z.sinkOffset = off;
-    z.token = ++this.#readToken;
+    z.token = this.#readToken = this.#readToken >= MAX_READ_TOKEN ? 1 : this.#readToken + 1;
     this.#actions.push({ type: "read", token: z.token, sinkOffset: off, length: z.len, vaddr: z.vaddr, rkey: z.rkey });
   }
 
@@ -699,7 +755,7 @@ export class Engine {
     return (gap >= 2 && estimate <= CONTROL_CREDITS) || gap >= Math.max(2, this.options.recvBufferCount >> 1);
   }
 
-  #pump(now: number): void {
+  #pump(now: number | undefined): void {
     while (this.#state === "open" || this.#state === "closing") {
       if (this.#freeSlots.length === 0) return;
       const credits = this.credits;
@@ -732,7 +788,7 @@ export class Engine {
     }
   }
 
-  #postMessageFrame(m: OutMessage, now: number): void {
+  #postMessageFrame(m: OutMessage, now: number | undefined): void {
     const peer = this.#peer!;
     const len = m.bytes.length;
     if (m.mode === undefined) {
@@ -745,7 +801,7 @@ export class Engine {
       this.#post({ mid: MID.SrcAvail, len, rkey: src.rkey, vaddr: src.addr + BigInt(m.sourceOffset!) });
       this.#sendQueue.shift();
       m.zstate = "advertised";
-      m.deadline = now + this.options.cancelTimeoutMs;
+      m.deadline = this.#now(now) + this.options.cancelTimeoutMs;
       this.#outgoingZ = m;
       this.#inflight.push(m);
       return;

@@ -31,6 +31,11 @@
  * Flags other than the DATA bits above must be zero. Sequence numbers are
  * checked here too: `mseq` must be exactly the previous one plus one (mod 2^32).
  *
+ * The codec reads and writes the bytes directly (no `DataView` or other
+ * object per call); the engine decodes into one reusable `RxFrame` record
+ * (`decodeInto`), so receiving a frame allocates nothing here but the
+ * payload's view. `decodeFrame` builds the object form on top of it.
+ *
  * @module
  */
 
@@ -128,20 +133,29 @@ export interface HeaderFields {
 /** A whole decoded frame. */
 export type Frame = HeaderFields & { body: Body };
 
-// Fixed frames (header only), built once: encoding copies the template and
-// patches bufs/mseq/mseq_ack.
-function fixedTemplate(mid: number): Uint8Array {
-  const t = new Uint8Array(HEADER_SIZE);
-  t[0] = mid;
-  new DataView(t.buffer).setUint32(4, HEADER_SIZE);
-  return t;
+/** Reads a big-endian u16 at `o`. */
+function get16(b: Uint8Array, o: number): number {
+  return (b[o] << 8) | b[o + 1];
 }
-const FIXED: Partial<Record<number, Uint8Array>> = {
-  [MID.SendSM]: fixedTemplate(MID.SendSM),
-  [MID.SrcAvailCancel]: fixedTemplate(MID.SrcAvailCancel),
-  [MID.Disconn]: fixedTemplate(MID.Disconn),
-  [MID.Abort]: fixedTemplate(MID.Abort),
-};
+
+/** Reads a big-endian u32 at `o`. */
+function get32(b: Uint8Array, o: number): number {
+  return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+}
+
+/** Writes `v` (0..65535) big-endian at `o`. */
+function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 8;
+  b[o + 1] = v;
+}
+
+/** Writes `v` modulo 2^32 big-endian at `o` (a typed array keeps the low 8 bits of each store). */
+function put32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
 
 /** The bodies the engine sends without payload, built once. */
 export const SEND_SM: Body = Object.freeze({ mid: MID.SendSM });
@@ -173,10 +187,6 @@ export function frameSize(body: Body): number {
   }
 }
 
-function view(b: Uint8Array): DataView {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
-}
-
 /**
  * Encodes a frame into `target` (a send slot) and returns its length.
  * Throws a RangeError if it does not fit.
@@ -186,46 +196,45 @@ export function encodeFrame(target: Uint8Array, h: HeaderFields, body: Body): nu
   if (len > target.length) {
     throw new RangeError(`${midName(body.mid)} frame of ${len} bytes does not fit a ${target.length}-byte send slot`);
   }
-  const fixed = FIXED[body.mid];
-  if (fixed) target.set(fixed);
-  const dv = view(target);
-  let flags = 0;
-  if (body.mid === MID.Data) flags = (body.more ? DATA_MORE : 0) | (body.total !== undefined ? DATA_HEAD : 0);
-  if (!fixed) {
-    dv.setUint8(0, body.mid);
-    dv.setUint8(1, flags);
-    dv.setUint32(4, len);
-  }
-  dv.setUint16(2, h.bufs);
-  dv.setUint32(8, h.mseq >>> 0);
-  dv.setUint32(12, h.mseqAck >>> 0);
+  const mid = body.mid;
+  target[0] = mid;
+  target[1] = mid === MID.Data ? (body.more ? DATA_MORE : 0) | (body.total !== undefined ? DATA_HEAD : 0) : 0;
+  put16(target, 2, h.bufs);
+  put32(target, 4, len);
+  put32(target, 8, h.mseq);
+  put32(target, 12, h.mseqAck);
   const o = HEADER_SIZE;
   switch (body.mid) {
     case MID.Hello:
     case MID.HelloAck: {
       const m = body.hello;
-      dv.setUint16(o, m.version);
-      dv.setUint16(o + 2, m.zcopyRead ? CAP_ZCOPY_READ : 0);
-      dv.setUint32(o + 4, m.recvBufferSize);
-      dv.setUint32(o + 8, m.recvBufferCount);
-      dv.setUint32(o + 12, m.maxMessageSize);
+      put16(target, o, m.version);
+      put16(target, o + 2, m.zcopyRead ? CAP_ZCOPY_READ : 0);
+      put32(target, o + 4, m.recvBufferSize);
+      put32(target, o + 8, m.recvBufferCount);
+      put32(target, o + 12, m.maxMessageSize);
       break;
     }
-    case MID.Data:
+    case MID.Data: {
+      const p = body.payload;
+      let at = o;
       if (body.total !== undefined) {
-        dv.setUint32(o, body.total);
-        target.set(body.payload, o + DATA_HEAD_SIZE);
-      } else {
-        target.set(body.payload, o);
+        put32(target, o, body.total);
+        at += DATA_HEAD_SIZE;
       }
+      // Small payloads by hand: cheaper than a typed-array copy call.
+      if (p.length <= 64) for (let i = 0; i < p.length; i++) target[at + i] = p[i];
+      else target.set(p, at);
       break;
+    }
     case MID.SrcAvail:
-      dv.setUint32(o, body.len);
-      dv.setUint32(o + 4, body.rkey >>> 0);
-      dv.setBigUint64(o + 8, body.vaddr);
+      put32(target, o, body.len);
+      put32(target, o + 4, body.rkey);
+      put32(target, o + 8, Number(BigInt.asUintN(32, body.vaddr >> 32n)));
+      put32(target, o + 12, Number(BigInt.asUintN(32, body.vaddr)));
       break;
     case MID.RdmaRdCompl:
-      dv.setUint32(o, body.len);
+      put32(target, o, body.len);
       break;
   }
   return len;
@@ -245,25 +254,54 @@ function bodyLength(mid: number, actual: number, exact: number): void {
 }
 
 /**
- * Decodes and validates one frame. `expectedMseq` is the sequence number the
- * frame must carry (previous + 1). DATA payloads are views into `bytes`.
- * Throws `ProtocolError` naming what was wrong and the bad value.
+ * A decoded frame as one flat, reusable record (the engine's receive path):
+ * `decodeInto` overwrites every field. Fields that a message id does not use
+ * keep stale values. DATA payload is `bytes[payloadStart..]` of the decoded
+ * frame; `total` is -1 unless the HEAD flag is set.
  */
-export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
-  if (bytes.length < HEADER_SIZE) {
-    throw new ProtocolError(`frame of ${bytes.length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
+export interface RxFrame {
+  mid: number;
+  bufs: number;
+  mseq: number;
+  mseqAck: number;
+  /** DATA: more fragments follow. */
+  more: boolean;
+  /** DATA HEAD: the whole message's length; otherwise -1. */
+  total: number;
+  /** DATA: offset of the payload in the frame (16, or 20 after a HEAD's total). */
+  payloadStart: number;
+  /** SrcAvail, RdmaRdCompl: `len`. */
+  len: number;
+  /** SrcAvail. */
+  rkey: number;
+  /** SrcAvail. */
+  vaddr: bigint;
+  /** HELLO, HELLO_ACK: a fresh object (kept by the engine as the peer's). */
+  hello: Hello | undefined;
+}
+
+/** A fresh `RxFrame` for `decodeInto`. */
+export function rxFrame(): RxFrame {
+  return { mid: 0, bufs: 0, mseq: 0, mseqAck: 0, more: false, total: -1, payloadStart: 0, len: 0, rkey: 0, vaddr: 0n, hello: undefined };
+}
+
+/**
+ * Decodes and validates one frame into `out`, with the checks of
+ * `decodeFrame`; allocates nothing (a HELLO's body excepted).
+ */
+export function decodeInto(bytes: Uint8Array, expectedMseq: number, out: RxFrame): void {
+  const length = bytes.length;
+  if (length < HEADER_SIZE) {
+    throw new ProtocolError(`frame of ${length} bytes is shorter than the ${HEADER_SIZE}-byte header`);
   }
-  const dv = view(bytes);
-  const mid = dv.getUint8(0);
-  const flags = dv.getUint8(1);
-  const bufs = dv.getUint16(2);
-  const len = dv.getUint32(4);
-  const mseq = dv.getUint32(8);
-  const mseqAck = dv.getUint32(12);
-  if (len !== bytes.length) {
-    throw new ProtocolError(`declared length ${len} does not match the ${bytes.length} bytes received`);
+  const mid = bytes[0];
+  const flags = bytes[1];
+  const len = get32(bytes, 4);
+  const mseq = get32(bytes, 8);
+  if (len !== length) {
+    throw new ProtocolError(`declared length ${len} does not match the ${length} bytes received`);
   }
-  if (!(mid in MID_NAMES)) throw new ProtocolError(`unknown message id 0x${hex(mid)}`);
+  if (MID_NAMES[mid] === undefined) throw new ProtocolError(`unknown message id 0x${hex(mid)}`);
   const allowedFlags = mid === MID.Data ? DATA_MORE | DATA_HEAD : 0;
   if ((flags & ~allowedFlags) !== 0) {
     throw new ProtocolError(`flags 0x${hex(flags)} on ${midName(mid)}: reserved bits must be zero`);
@@ -271,23 +309,47 @@ export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
   if (mseq !== (expectedMseq >>> 0)) {
     throw new ProtocolError(`${midName(mid)} mseq ${mseq} out of sequence: expected ${expectedMseq >>> 0}`);
   }
+  out.mid = mid;
+  out.bufs = get16(bytes, 2);
+  out.mseq = mseq;
+  out.mseqAck = get32(bytes, 12);
   const o = HEADER_SIZE;
   const n = len - HEADER_SIZE;
-  let body: Body;
   switch (mid) {
+    case MID.Data: {
+      const more = (flags & DATA_MORE) !== 0;
+      const head = (flags & DATA_HEAD) !== 0;
+      if (head && !more) throw new ProtocolError(`DATA with HEAD but not MORE: a HEAD fragment must be followed by more`);
+      out.more = more;
+      if (head) {
+        if (n < DATA_HEAD_SIZE) throw new ProtocolError(`DATA HEAD body of ${n} bytes has no room for its 4-byte total length`);
+        const total = get32(bytes, o);
+        const payload = n - DATA_HEAD_SIZE;
+        if (total <= payload) {
+          throw new ProtocolError(`DATA HEAD total length ${total} is not larger than its own ${payload}-byte payload`);
+        }
+        out.total = total;
+        out.payloadStart = o + DATA_HEAD_SIZE;
+      } else {
+        if (more && n === 0) throw new ProtocolError(`DATA fragment with MORE and no payload`);
+        out.total = -1;
+        out.payloadStart = o;
+      }
+      return;
+    }
     case MID.Hello:
     case MID.HelloAck: {
       bodyLength(mid, n, HELLO_BODY_SIZE);
-      const caps = dv.getUint16(o + 2);
+      const caps = get16(bytes, o + 2);
       if ((caps & ~CAP_ZCOPY_READ) !== 0) {
         throw new ProtocolError(`${midName(mid)} capabilities 0x${caps.toString(16)}: unknown bits set`);
       }
       const hello: Hello = {
-        version: dv.getUint16(o),
+        version: get16(bytes, o),
         zcopyRead: (caps & CAP_ZCOPY_READ) !== 0,
-        recvBufferSize: dv.getUint32(o + 4),
-        recvBufferCount: dv.getUint32(o + 8),
-        maxMessageSize: dv.getUint32(o + 12),
+        recvBufferSize: get32(bytes, o + 4),
+        recvBufferCount: get32(bytes, o + 8),
+        maxMessageSize: get32(bytes, o + 12),
       };
       if (hello.version !== PROTOCOL_VERSION) {
         throw new ProtocolError(`${midName(mid)} version ${hello.version} not supported (this side speaks ${PROTOCOL_VERSION})`);
@@ -301,43 +363,59 @@ export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
         );
       }
       if (hello.maxMessageSize < 1) throw new ProtocolError(`${midName(mid)} maxMessageSize 0: must be at least 1`);
-      body = { mid, hello };
-      break;
-    }
-    case MID.Data: {
-      const more = (flags & DATA_MORE) !== 0;
-      const head = (flags & DATA_HEAD) !== 0;
-      if (head && !more) throw new ProtocolError(`DATA with HEAD but not MORE: a HEAD fragment must be followed by more`);
-      if (head) {
-        if (n < DATA_HEAD_SIZE) throw new ProtocolError(`DATA HEAD body of ${n} bytes has no room for its 4-byte total length`);
-        const total = dv.getUint32(o);
-        const payload = bytes.subarray(o + DATA_HEAD_SIZE);
-        if (total <= payload.length) {
-          throw new ProtocolError(`DATA HEAD total length ${total} is not larger than its own ${payload.length}-byte payload`);
-        }
-        body = { mid, more, total, payload };
-      } else {
-        if (more && n === 0) throw new ProtocolError(`DATA fragment with MORE and no payload`);
-        body = { mid, more, total: undefined, payload: bytes.subarray(o) };
-      }
-      break;
+      out.hello = hello;
+      return;
     }
     case MID.SrcAvail: {
       bodyLength(mid, n, SRCAVAIL_BODY_SIZE);
-      const slen = dv.getUint32(o);
+      const slen = get32(bytes, o);
       if (slen === 0) throw new ProtocolError(`SrcAvail of 0 bytes`);
-      body = { mid, len: slen, rkey: dv.getUint32(o + 4), vaddr: dv.getBigUint64(o + 8) };
-      break;
+      out.len = slen;
+      out.rkey = get32(bytes, o + 4);
+      out.vaddr = (BigInt(get32(bytes, o + 8)) << 32n) | BigInt(get32(bytes, o + 12));
+      return;
     }
     case MID.RdmaRdCompl:
       bodyLength(mid, n, RDMARDCOMPL_BODY_SIZE);
-      body = { mid, len: dv.getUint32(o) };
-      break;
+      out.len = get32(bytes, o);
+      return;
     default:
       bodyLength(mid, n, 0);
-      body = { mid } as Body;
   }
-  return { bufs, mseq, mseqAck, body };
+}
+
+/**
+ * Decodes and validates one frame. `expectedMseq` is the sequence number the
+ * frame must carry (previous + 1). DATA payloads are views into `bytes`.
+ * Throws `ProtocolError` naming what was wrong and the bad value.
+ */
+export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
+  const f = rxFrame();
+  decodeInto(bytes, expectedMseq, f);
+  let body: Body;
+  switch (f.mid) {
+    case MID.Hello:
+    case MID.HelloAck:
+      body = { mid: f.mid, hello: f.hello! };
+      break;
+    case MID.Data:
+      body = {
+        mid: MID.Data,
+        more: f.more,
+        total: f.total < 0 ? undefined : f.total,
+        payload: bytes.subarray(f.payloadStart),
+      };
+      break;
+    case MID.SrcAvail:
+      body = { mid: MID.SrcAvail, len: f.len, rkey: f.rkey, vaddr: f.vaddr };
+      break;
+    case MID.RdmaRdCompl:
+      body = { mid: MID.RdmaRdCompl, len: f.len };
+      break;
+    default:
+      body = { mid: f.mid } as Body;
+  }
+  return { bufs: f.bufs, mseq: f.mseq, mseqAck: f.mseqAck, body };
 }
 
 /** Reads the declared length of a frame whose first 8 bytes are available (stream framing). */
