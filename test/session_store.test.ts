@@ -59,7 +59,8 @@ test("session replica drops stale versions and fences stale epochs", () => {
   assert.equal(replica.applyReplica(d2), "applied");
   // A new primary takes over at epoch 2; the old primary (epoch 1) keeps writing.
   const newPrimary = new SessionStore({ self: "c", now: () => 1_000_000 });
-  const adopted = newPrimary.adopt(primary.snapshot(s.id) as never, "b");
+  // The giver grants the new epoch; adopt takes it as given.
+  const adopted = newPrimary.adopt({ ...primary.snapshot(s.id), epoch: 2, primary: "c" } as never, "b");
   assert.equal(adopted.epoch, 2);
   assert.equal(replica.applyReplica(newPrimary.snapshot(s.id)!), "applied");
   const zombie = primary.commit(s.id, { v: "zombie" }, []);
@@ -83,9 +84,9 @@ test("session tombstones are final: a replica never resurrects an expired sessio
   assert.equal(tombstones[0].kind, "tombstone");
   assert.equal(replica.applyReplica(tombstones[0]), "applied");
   assert.equal(replica.get(s.id)!.expired, true);
-  assert.equal(replica.applyReplica(before), "stale", "older snapshot after the tombstone");
+  assert.equal(replica.applyReplica(before), "ended", "older snapshot after the tombstone");
   const later = { ...before, epoch: 5, version: 99 } as ReplicationUpdate;
-  assert.equal(replica.applyReplica(later), "stale", "even a newer epoch cannot revive it");
+  assert.equal(replica.applyReplica(later), "ended", "even a newer epoch cannot revive it");
   assert.equal(primary.snapshot(s.id)!.kind, "tombstone");
   assert.throws(() => primary.commit(s.id, { v: 2 }, []), /not a live primary/);
 });
@@ -97,7 +98,31 @@ test("session tombstone reaching a replica before any snapshot still blocks the 
   const snap = primary.snapshot(s.id)!;
   const tomb = primary.invalidate(s.id);
   assert.equal(replica.applyReplica(tomb), "applied");
-  assert.equal(replica.applyReplica(snap), "stale");
+  assert.equal(replica.applyReplica(snap), "ended");
+});
+
+test("session redirects are fences: an older epoch is fenced, a newer copy installs over the redirect", () => {
+  const { primary, replica } = pair();
+  const s = primary.create("b");
+  const d1 = primary.commit(s.id, { v: 1 }, []);
+  primary.markMoved(s.id, "c", 2);
+  assert.deepEqual([primary.get(s.id)!.role, primary.get(s.id)!.epoch], ["moved", 2]);
+  // An epoch-1 update (from a zombie) is refused by the redirect; an epoch-2 copy from the new primary is kept.
+  assert.equal(primary.applyReplica({ ...d1, primary: "x" }), "fenced");
+  const fromNew = { ...replica.get(s.id) ?? {}, kind: "snapshot", id: s.id, epoch: 2, version: 1, primary: "c", lastAccess: 1_000_000, maxIdleMs: 1000, attributes: { v: 1 } } as ReplicationUpdate;
+  assert.equal(primary.applyReplica(fromNew, "inc-c"), "applied");
+  assert.deepEqual([primary.get(s.id)!.role, primary.get(s.id)!.primaryIncarnation], ["replica", "inc-c"]);
+});
+
+test("session promotion: a live replica becomes primary at epoch + 1; nothing else can be promoted", () => {
+  const { primary, replica } = pair();
+  const s = primary.create("b");
+  primary.commit(s.id, { v: 1 }, []);
+  replica.applyReplica(primary.snapshot(s.id)!, "inc-a");
+  const promoted = replica.promote(s.id, "c")!;
+  assert.deepEqual([promoted.role, promoted.epoch, promoted.primary, promoted.secondary, promoted.attributes], ["primary", 2, replica.self, "c", { v: 1 }]);
+  assert.equal(replica.promote(s.id, "c"), undefined, "already primary");
+  assert.equal(replica.promote("AAAAAAAAAAAAAAAAAAAAAA", "c"), undefined, "unknown");
 });
 
 test("session replica refuses to hand out a copy idle beyond maxIdle", () => {

@@ -8,10 +8,11 @@
 export { authenticate, AuthError, type AuthOptions } from "./auth.ts";
 export { formatSessionCookie, parseSessionCookie, readCookie, type SessionLocator } from "./cookie.ts";
 export { ClusterNode, type ClusterNodeOptions, type ClusterNodeStats, type PeerState } from "./node.ts";
+export { Membership, type MembershipOptions, type MembershipStats } from "./membership.ts";
 export { isValidPeerId, type PeerConfig, validatePeers } from "./peers.ts";
 export { chooseSecondary, hash53, type RendezvousCandidate, rendezvousScore } from "./rendezvous.ts";
 export {
-  type FetchReply,
+  type HandoverReply,
   type ReplicateOptions,
   SessionCluster,
   type SessionClusterOptions,

@@ -6,11 +6,21 @@
  *   kinds run the auth handshake (`auth.ts`) as their first messages and only
  *   then get an `RmiEndpoint` serving the method table: nothing is read as an
  *   RMI frame, and so no replica is accepted, before authentication.
- * - Failure detection: a peer is `up` while its outbound socket is open and
- *   answers heartbeats (`ping` in `applied` mode every `heartbeatIntervalMs`,
- *   each allowed `heartbeatTimeoutMs`). A closed socket, a failed heartbeat,
- *   or a closed inbound socket (which triggers an immediate heartbeat) marks it
- *   `down` and fires `onPeerDown`.
+ * - Heartbeats are leases (`membership.ts`): every `heartbeatIntervalMs` each
+ *   outbound link sends `ping{incarnation}` in `applied` mode; the answer is a
+ *   grant (or `evicted`: this server was declared dead, and starts anew). A
+ *   link is `up` only after its first ping was answered, so nothing is sent
+ *   to a peer before the peer knows our incarnation.
+ * - Failure detection: a closed socket, a failed heartbeat, or a closed
+ *   inbound socket (which triggers an immediate heartbeat) marks a peer
+ *   `down` (`onPeerDown`). That alone decides nothing: the node then asks
+ *   every reachable peer to vote (`suspect{peer, incarnation}`) and, with a
+ *   majority of yes votes, the incarnation is certified dead, announced
+ *   (`dead{peer, incarnation}`), and `onPeerDead` fires. A peer that comes
+ *   back as a new incarnation proves its old one dead the same way.
+ * - Before `onPeerDead` fires, every inbound socket of the dead incarnation
+ *   is closed and drained: each message it had received (and so had
+ *   acknowledged to the sender at the transport level) has been applied.
  * - A malformed frame or failed handshake closes that socket alone.
  *
  * @module
@@ -21,10 +31,15 @@ import type { ValueCodec } from "../rmi/codec.ts";
 import { type MethodTable, RmiEndpoint } from "../rmi/endpoint.ts";
 import { emptyRmiStats, type RmiLogger, type RmiStats } from "../rmi/types.ts";
 import { authenticate, secretBytes } from "./auth.ts";
+import { Membership, type MembershipStats, type PingAnswer } from "./membership.ts";
 import { type PeerConfig, validatePeers } from "./peers.ts";
 
-/** The RMI method every endpoint serves for heartbeats. */
+/** The RMI method every endpoint serves for heartbeats (leases). */
 export const PING_METHOD = "ping";
+/** Asks for a vote: is `{peer, incarnation}` dead? */
+export const SUSPECT_METHOD = "suspect";
+/** Announces a certified (or self-announced) dead incarnation. */
+export const DEAD_METHOD = "dead";
 
 /** State of a peer as seen from here. */
 export type PeerState = "connecting" | "up" | "down" | "closed";
@@ -59,8 +74,19 @@ export interface ClusterNodeOptions {
   maxReconnectDelayMs?: number;
   /** @default 5000 */
   handshakeTimeoutMs?: number;
+  /** How long a heartbeat grant lasts. @default heartbeatTimeoutMs */
+  leaseMs?: number;
+  /** Extra silence before voting a peer dead (clock-rate allowance). @default max(100, leaseMs / 4) */
+  leaseMarginMs?: number;
   onPeerUp?(peer: string): void;
   onPeerDown?(peer: string): void;
+  /**
+   * `peer`'s `incarnation` is certified dead and its inbound sockets are
+   * drained: take over what it held. Called once per incarnation.
+   */
+  onPeerDead?(peer: string, incarnation: string): void;
+  /** This server was declared dead: drop everything it holds (it now runs as a new incarnation). */
+  onReincarnate?(): void;
 }
 
 /** Counters of a node. */
@@ -72,6 +98,11 @@ export interface ClusterNodeStats {
   malformedFrames: number;
   inboundConnections: number;
   heartbeatFailures: number;
+  /** Peer incarnations this server certified dead (its own majority of votes). */
+  certified: number;
+  /** Death notices received (a peer's certificate, or a peer leaving). */
+  deathNotices: number;
+  membership: MembershipStats;
 }
 
 class PeerLink {
@@ -80,6 +111,8 @@ class PeerLink {
   #wake: (() => void) | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #pinging = false;
+  /** Set by `reset()`: the coming disconnection is ours, not a sign of failure. */
+  #quiet = false;
 
   constructor(readonly peer: PeerConfig, readonly node: ClusterNode) {}
 
@@ -107,6 +140,12 @@ class PeerLink {
           timeoutMs: o.handshakeTimeoutMs,
         });
         const endpoint = this.node.makeEndpoint(socket, messages, this.peer.id);
+        if (this.isClosed) {
+          await endpoint.close();
+          break;
+        }
+        // The first grant before anything else is sent: the peer learns our incarnation.
+        await this.#pingOnce(endpoint);
         if (this.isClosed) {
           await endpoint.close();
           break;
@@ -159,7 +198,20 @@ class PeerLink {
     const was = this.state;
     this.state = state;
     if (state === "up") this.node.options.onPeerUp?.(this.peer.id);
-    if (state === "down" && was === "up") this.node.options.onPeerDown?.(this.peer.id);
+    if (state === "down" && was === "up") {
+      this.node.options.onPeerDown?.(this.peer.id);
+      if (!this.#quiet) this.node.suspect(this.peer.id);
+    }
+    if (state === "up") this.#quiet = false;
+  }
+
+  /** Drops the connection (used when this server starts a new incarnation); the link redials. */
+  reset(): void {
+    this.#quiet = true;
+    const endpoint = this.endpoint;
+    this.endpoint = undefined;
+    this.#stopHeartbeat();
+    endpoint?.close().catch(() => {});
   }
 
   #startHeartbeat(endpoint: RmiEndpoint): void {
@@ -172,11 +224,19 @@ class PeerLink {
     this.#heartbeat = undefined;
   }
 
+  /** One heartbeat: a lease from the peer, or an error (timeout, closed, evicted). */
+  async #pingOnce(endpoint: RmiEndpoint): Promise<void> {
+    const timeoutMs = this.node.options.heartbeatTimeoutMs ?? 2000;
+    const m = this.node.membership;
+    const sentAt = m.now();
+    const answer = await endpoint.call(PING_METHOD, { incarnation: m.incarnation }, { ack: "applied", timeoutMs });
+    this.node.onPingAnswer(this.peer.id, sentAt, checkPingAnswer(answer));
+  }
+
   #ping(endpoint: RmiEndpoint): void {
     if (this.#pinging || endpoint.isClosed) return;
     this.#pinging = true;
-    const timeoutMs = this.node.options.heartbeatTimeoutMs ?? 2000;
-    endpoint.call(PING_METHOD, undefined, { ack: "applied", timeoutMs }).then(
+    this.#pingOnce(endpoint).then(
       () => {
         this.#pinging = false;
       },
@@ -202,7 +262,14 @@ export class ClusterNode {
   readonly options: ClusterNodeOptions;
   readonly logger: RmiLogger;
   readonly peers: ReadonlyMap<string, PeerConfig>;
-  readonly counts = { authRejected: 0, malformedFrames: 0, inboundConnections: 0, heartbeatFailures: 0 };
+  readonly counts = { authRejected: 0, malformedFrames: 0, inboundConnections: 0, heartbeatFailures: 0, certified: 0, deathNotices: 0 };
+  readonly membership: Membership;
+  /** Incarnation shown by each inbound endpoint's pings. */
+  #tags = new WeakMap<RmiEndpoint, string>();
+  /** Inbound endpoints of dead incarnations, closed and draining: what they received is still applied. */
+  #draining = new WeakSet<RmiEndpoint>();
+  #drained = new Map<string, Promise<void>>();
+  #certifying = new Set<string>();
   #links = new Map<string, PeerLink>();
   #inbound = new Map<string, Set<RmiEndpoint>>();
   #drainWaiters = new Map<string, Set<() => void>>();
@@ -217,7 +284,74 @@ export class ClusterNode {
     this.logger = options.logger ?? console;
     this.peers = validatePeers(options.self, options.peers);
     secretBytes(options.secret);
-    this.#methods = { ...options.methods, [PING_METHOD]: () => "pong" };
+    const leaseMs = options.leaseMs ?? options.heartbeatTimeoutMs ?? 2000;
+    this.membership = new Membership({
+      self: options.self,
+      servers: [...this.peers.keys()],
+      leaseMs,
+      marginMs: options.leaseMarginMs ?? Math.max(100, leaseMs / 4),
+    });
+    this.#methods = {
+      ...options.methods,
+      [PING_METHOD]: (args, ctx) => this.#answerPing(args, ctx.endpoint),
+      [SUSPECT_METHOD]: (args) => {
+        const { peer, incarnation } = checkIncarnationArgs(args, SUSPECT_METHOD);
+        const yes = this.membership.vote(peer, incarnation);
+        if (yes) this.#drain(peer, incarnation);
+        return yes;
+      },
+      [DEAD_METHOD]: (args) => {
+        const { peer, incarnation } = checkIncarnationArgs(args, DEAD_METHOD);
+        if (peer === this.self) return false;
+        this.counts.deathNotices++;
+        this.#declareDead(peer, incarnation);
+        return true;
+      },
+    };
+  }
+
+  /** True while this server may act: it holds a majority lease (see `membership.ts`). */
+  holdsLease(): boolean {
+    return this.membership.holdsLease();
+  }
+
+  /** The incarnation `endpoint` (an inbound one) showed in its pings, if any. */
+  incarnationOf(endpoint: RmiEndpoint): string | undefined {
+    return this.#tags.get(endpoint);
+  }
+
+  /**
+   * True if messages arriving on inbound `endpoint` may be applied: its
+   * sender's incarnation is known and not dead, or it died and this socket is
+   * draining what it had received before.
+   */
+  mayApply(endpoint: RmiEndpoint): boolean {
+    const incarnation = this.#tags.get(endpoint);
+    if (incarnation === undefined) return false;
+    return !this.membership.isDead(endpoint.name, incarnation) || this.#draining.has(endpoint);
+  }
+
+  /** @internal A link's ping was answered. */
+  onPingAnswer(peer: string, sentAt: number, answer: PingAnswer): void {
+    const { evicted, replaced } = this.membership.onPingAnswer(peer, sentAt, answer);
+    if (evicted) {
+      this.#reincarnate(peer);
+      throw new Error(`peer '${peer}' says this server's incarnation was declared dead; starting anew`);
+    }
+    if (replaced !== undefined) this.#declareDead(peer, replaced);
+  }
+
+  /**
+   * @internal `peer` looks down: ask for votes until its incarnation is
+   * certified dead, or it is back.
+   */
+  suspect(peer: string): void {
+    const incarnation = this.membership.known(peer);
+    if (incarnation === undefined || this.#closed) return;
+    const key = `${peer}/${incarnation}`;
+    if (this.#certifying.has(key) || this.#drained.has(key)) return;
+    this.#certifying.add(key);
+    void this.#certify(peer, incarnation).finally(() => this.#certifying.delete(key));
   }
 
   /** Starts accepting peers and dialing every other peer. */
@@ -235,12 +369,13 @@ export class ClusterNode {
   /** The open, authenticated outbound endpoint to `peer`, or `undefined` when it is not up. */
   endpoint(peer: string): RmiEndpoint | undefined {
     const link = this.#links.get(peer);
-    return link?.state === "up" && link.endpoint && !link.endpoint.isClosed ? link.endpoint : undefined;
+    if (link?.state !== "up" || !link.endpoint || link.endpoint.isClosed || this.membership.isDead(peer)) return undefined;
+    return link.endpoint;
   }
 
   /** True while `peer` is up (this server counts as alive to itself). */
   isAlive(peer: string): boolean {
-    return peer === this.self || this.endpoint(peer) !== undefined;
+    return peer === this.self || (this.endpoint(peer) !== undefined && !this.membership.isDead(peer));
   }
 
   /** Peers that are up, this server included. */
@@ -282,7 +417,7 @@ export class ClusterNode {
   stats(): ClusterNodeStats {
     const peers: Record<string, PeerState> = {};
     for (const [id, link] of this.#links) peers[id] = link.state;
-    return { peers, ...this.counts };
+    return { peers, ...this.counts, membership: this.membership.stats() };
   }
 
   /** RMI counters summed over all open endpoints. */
@@ -317,12 +452,102 @@ export class ClusterNode {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Leaving: tell every peer this incarnation is over (it has stopped acting), so that they
+    // take its sessions over at once instead of after a certification. Best effort, bounded.
+    const farewell = [...this.#links.values()].map((l) => l.endpoint)
+      .filter((e): e is RmiEndpoint => e !== undefined && !e.isClosed)
+      .map((e) => e.call(DEAD_METHOD, { peer: this.self, incarnation: this.membership.incarnation }, { ack: "transport" }).catch(() => {}));
+    await Promise.race([Promise.all(farewell), new Promise((r) => setTimeout(r, 200))]);
     // A listener's close may wait for its accepted connections (node:net does), so close those too, then wait.
     const listenerClosed = this.options.listener.close().catch(() => {});
     await Promise.all([...this.#links.values()].map((l) => l.close()));
     await Promise.all([...this.#inbound.values()].flatMap((set) => [...set].map((e) => e.close().catch(() => {}))));
     await listenerClosed;
     await Promise.allSettled([this.#accepting, ...this.#loops]);
+  }
+
+  #answerPing(args: unknown, endpoint: RmiEndpoint): PingAnswer {
+    const incarnation = (args as { incarnation?: unknown } | null)?.incarnation;
+    if (typeof incarnation !== "string" || incarnation.length === 0 || incarnation.length > 64) {
+      throw new Error(`ping needs {incarnation}: got ${JSON.stringify(args)}`);
+    }
+    const peer = endpoint.name;
+    const { answer, replaced } = this.membership.answerPing(peer, incarnation);
+    if (answer.ok && !this.#tags.has(endpoint)) this.#tags.set(endpoint, incarnation);
+    if (replaced !== undefined) this.#declareDead(peer, replaced);
+    return answer;
+  }
+
+  async #certify(peer: string, incarnation: string): Promise<void> {
+    const o = this.options;
+    const retryMs = Math.max(50, this.membership.leaseMs / 4);
+    const timeoutMs = o.heartbeatTimeoutMs ?? 2000;
+    const key = `${peer}/${incarnation}`;
+    while (!this.#closed && !this.#drained.has(key)) {
+      // Back up with the same incarnation (and we did not vote it dead): nothing to certify.
+      if (this.endpoint(peer) !== undefined && this.membership.known(peer) === incarnation) return;
+      let yes = this.membership.vote(peer, incarnation) ? 1 : 0;
+      if (yes === 1) this.#drain(peer, incarnation);
+      const voters = [...this.peers.keys()].filter((p) => p !== this.self && p !== peer);
+      const votes = await Promise.all(voters.map(async (voter) => {
+        const endpoint = this.endpoint(voter);
+        if (endpoint === undefined) return false;
+        try {
+          return await endpoint.call(SUSPECT_METHOD, { peer, incarnation }, { ack: "applied", timeoutMs }) === true;
+        } catch {
+          return false;
+        }
+      }));
+      yes += votes.filter(Boolean).length;
+      if (yes >= this.membership.majority && !this.#drained.has(key)) {
+        this.counts.certified++;
+        this.logger.warn(`cluster ${this.self}: peer '${peer}' (incarnation ${incarnation}) certified dead by ${yes} of ${this.peers.size}`);
+        for (const voter of voters) {
+          void this.endpoint(voter)?.call(DEAD_METHOD, { peer, incarnation }, { ack: "none" });
+        }
+        this.#declareDead(peer, incarnation);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, retryMs));
+    }
+  }
+
+  /** Marks `peer`'s `incarnation` dead (certified or announced), drains it, then fires `onPeerDead` once. */
+  #declareDead(peer: string, incarnation: string): void {
+    this.membership.markDead(peer, incarnation);
+    const key = `${peer}/${incarnation}`;
+    if (this.#drained.has(key)) return;
+    const drained = this.#drain(peer, incarnation);
+    this.#drained.set(key, drained);
+    void drained.then(() => {
+      if (!this.#closed) this.options.onPeerDead?.(peer, incarnation);
+    });
+  }
+
+  /** Closes the inbound endpoints of `peer`'s dead `incarnation` (and untagged ones); resolves when all are drained. */
+  #drain(peer: string, incarnation: string): Promise<void> {
+    const endpoints = [...(this.#inbound.get(peer) ?? [])].filter((e) => {
+      const tag = this.#tags.get(e);
+      return tag === undefined || tag === incarnation;
+    });
+    for (const e of endpoints) {
+      this.#draining.add(e);
+      void e.close().catch(() => {});
+    }
+    this.#links.get(peer)?.reset();
+    return Promise.all(endpoints.map((e) => e.closed)).then(() => {});
+  }
+
+  /** Another server says we were declared dead: drop everything and rejoin as a new incarnation. */
+  #reincarnate(by: string): void {
+    const old = this.membership.incarnation;
+    this.membership.reincarnate();
+    this.logger.warn(
+      `cluster ${this.self}: '${by}' declared incarnation ${old} dead; dropping every session and rejoining as ${this.membership.incarnation}`,
+    );
+    this.options.onReincarnate?.();
+    for (const set of this.#inbound.values()) for (const e of set) void e.close().catch(() => {});
+    for (const link of this.#links.values()) link.reset();
   }
 
   async #acceptLoop(): Promise<void> {
@@ -371,4 +596,19 @@ export class ClusterNode {
     }
     if (!this.#closed) this.#links.get(peer)?.probe();
   }
+}
+
+function checkPingAnswer(value: unknown): PingAnswer {
+  const a = value as { ok?: unknown; incarnation?: unknown; evicted?: unknown } | null;
+  if (a?.ok === true && typeof a.incarnation === "string") return { ok: true, incarnation: a.incarnation };
+  if (a?.ok === false && a.evicted === true) return { ok: false, evicted: true };
+  throw new Error(`ping answer must be {ok, incarnation} or {ok: false, evicted}: got ${JSON.stringify(value)}`);
+}
+
+function checkIncarnationArgs(args: unknown, method: string): { peer: string; incarnation: string } {
+  const a = args as { peer?: unknown; incarnation?: unknown } | null;
+  if (typeof a?.peer !== "string" || typeof a.incarnation !== "string") {
+    throw new Error(`${method} needs {peer, incarnation}: got ${JSON.stringify(args)}`);
+  }
+  return { peer: a.peer, incarnation: a.incarnation };
 }

@@ -1,34 +1,68 @@
 /**
  * `SessionCluster`: sessions replicated across a static cluster. It joins the
  * store (`SessionStore`), the replication path (`Replicator`) and the
- * connections (`ClusterNode`), serves the replication methods to peers, and
- * runs failover.
+ * connections and membership (`ClusterNode`), serves the replication methods
+ * to peers, and runs failover.
  *
- * Methods served to authenticated peers (one-way RMI):
+ * ## The guarantee, and how it is kept
+ *
+ * An update acknowledged to a client (ack `transport` or `applied`) survives
+ * the failure of any one server, and nobody is served an older copy after
+ * it. Two servers never both act as the primary of a session:
+ *
+ * 1. **Nothing acts without a majority lease** (`membership.ts`): a server
+ *    serves a session, acknowledges a write (checked after the secondary's
+ *    ack arrives, before the response), hands a session over, or promotes a
+ *    replica only while it holds leases from a majority of the servers.
+ * 2. **Death is certified by a majority** whose leases to the dead server
+ *    have run out (by each voter's own clock plus a margin). A paused or
+ *    partitioned primary has therefore stopped acting before anyone promotes
+ *    its sessions; when it comes back it learns it was declared dead, drops
+ *    every session and rejoins as a new incarnation.
+ * 3. **The replica holder is the authority of each epoch change.** The
+ *    secondary promotes its copy (epoch + 1) only when exactly the primary
+ *    incarnation it got the copy from is certified dead, and only after every
+ *    message that incarnation had sent it was applied (its sockets drained).
+ *    A live primary hands a session over (epoch + 1) only after its secondary
+ *    has recorded the new primary (`rebind`); the secondary does one or the
+ *    other, never both, so each epoch is granted once.
+ * 4. **Fences outlive everything**: the old primary keeps a redirect with the
+ *    new epoch, a replica answers `fenced` to an older epoch, and `stale`
+ *    (same epoch, a version already held) is the only refusal reported as
+ *    acknowledged. The cookie's routing fields are hints: servers ask the
+ *    named holders, which answer from their own records.
+ * 5. **Eager re-protection**: when an incarnation is certified dead, each
+ *    server promotes the replicas it held for it and gives every session whose
+ *    secondary it was a new secondary, without waiting for a request.
+ *
+ * Ack `none` promises nothing: an update not yet sent when the primary dies
+ * is lost (no one is served an older copy than what was acknowledged, since
+ * nothing was). With two servers a majority is both, so a survivor cannot
+ * certify its peer: failover waits until the peer restarts (a new
+ * incarnation proves the old one dead). Partitions that cut a server off are
+ * survived by the majority side; the minority side answers 503.
+ *
+ * ## Methods served to authenticated peers (one-way RMI)
  * - `replicate(update)` → ApplyResult. A delta without its base on a
  *   non-`applied` call makes this server call `resync` back on the primary.
  * - `resync({id})`: the primary re-sends the whole session to the caller.
- * - `fetch({id, primaryGone})` → FetchReply: a copy for a server that is taking
- *   the session over. A replica asked because the primary is gone first waits
- *   until every message that primary sent has been applied (its inbound socket
- *   has drained). A primary always hands the session over and keeps a redirect
- *   (`moved`), so there is one primary at a time.
- * - `fenced({id, epoch, primary})`: a replica saw an update from an older epoch;
- *   the sender steps down and keeps a redirect to the newer primary.
- * - `drop({id, epoch})`: forget a replica superseded by a newer epoch.
+ * - `handover({id})` → HandoverReply: a server taking a session over asks
+ *   the holder. A primary rebinds its secondary, keeps a redirect and returns
+ *   the session at the new epoch; a replica already rebound to the asker
+ *   returns its copy; otherwise `unavailable`, `moved`, `expired` or `missing`.
+ * - `rebind({snapshot, epoch, primary, incarnation})`: the primary tells its
+ *   secondary that the session now belongs to `primary` at `epoch`.
+ * - `fenced({id, epoch, primary})`: a replica saw an update from an older
+ *   epoch; the sender steps down and keeps a redirect to the newer primary.
+ * (Heartbeats, votes and death notices are the node's: see `node.ts`.)
  *
- * Failover, when a request names a session this server is not primary of:
- * 1. If the session's primary is up (as named by a local replica or redirect,
- *    else by the cookie), take the session over from it.
- * 2. Else, if this server holds the replica, promote it (after draining).
- * 3. Else fetch it from the cookie's secondary (`fetch` in `applied` mode).
- * 4. Else ask every other live peer (the cookie may name a secondary that has
- *    since been replaced). `moved` redirects are followed (at most 3 hops).
- * 5. Adopt it: epoch + 1, a new secondary by rendezvous hashing; the next
- *    replication sends a full snapshot; the old secondary gets `drop`.
- * When a secondary goes down, every session it backed gets a new secondary
- * and a snapshot; when a peer comes up, sessions without a secondary get one.
- * Expiry runs on the primary every `sweepIntervalMs` and replicates tombstones.
+ * ## Taking a session over (a request names a session this server is not primary of)
+ * Ask, in order, the server a local redirect names, the cookie's primary, the
+ * cookie's secondary, then every other live peer; follow `moved` (at most 3
+ * hops). Adopt the first copy handed over. If a holder could not be asked or
+ * answered `unavailable`, the request gets `SessionUnavailableError` (HTTP
+ * 503, retry); only when every holder answered that it has no such session is
+ * it reported lost.
  *
  * @module
  */
@@ -71,14 +105,16 @@ export interface SessionClusterOptions {
   maxIdleMs?: number;
   /** How often the primary expires idle sessions and old tombstones are swept. @default 1000 */
   sweepIntervalMs?: number;
-  /** Longest a takeover waits for a peer's `fetch` reply. @default 5000 */
+  /** Longest a takeover waits for a holder's `handover` reply (and a handover for its `rebind`). @default 5000 */
   fetchTimeoutMs?: number;
-  /** Longest a replica waits for a dead primary's socket to drain before answering `fetch`. @default 2 × heartbeatTimeoutMs */
-  drainTimeoutMs?: number;
   /** @default 500 */
   heartbeatIntervalMs?: number;
-  /** @default 2000 */
+  /** How long a heartbeat may take; also the lease length. @default 2000 */
   heartbeatTimeoutMs?: number;
+  /** Lease length (see `membership.ts`). @default heartbeatTimeoutMs */
+  leaseMs?: number;
+  /** Extra silence before a server votes a peer dead. @default max(100, leaseMs / 4) */
+  leaseMarginMs?: number;
   /** @default 5000 */
   handshakeTimeoutMs?: number;
   /** @default console */
@@ -87,11 +123,12 @@ export interface SessionClusterOptions {
   now?: () => number;
 }
 
-/** Reply of the `fetch` method. */
-export type FetchReply =
-  | { status: "found"; snapshot: SnapshotUpdate }
+/** Reply of the `handover` method. */
+export type HandoverReply =
+  | { status: "found"; snapshot: SnapshotUpdate; secondary: string | null }
   | { status: "expired" }
   | { status: "missing" }
+  | { status: "unavailable"; reason: string }
   | { status: "moved"; to: string };
 
 /** Everything a cluster counts. */
@@ -102,21 +139,27 @@ export interface SessionClusterStats {
   node: ClusterNodeStats;
   rmi: RmiStats;
   failover: {
-    /** Sessions taken over from a dead primary (local replica or fetched from the secondary). */
+    /** Replicas promoted here because their primary was certified dead. */
     promoted: number;
-    /** Sessions taken over from a live primary. */
+    /** Sessions handed over to this server by a live primary (or a rebound replica). */
     migrated: number;
-    /** Sessions named by a cookie that no server could supply. */
+    /** Sessions named by a cookie that every holder said it does not have. */
     lost: number;
-    /** Snapshots sent to a new secondary after the old one went down. */
+    /** Snapshots sent to a new secondary after the old one was certified dead (or when one became available). */
     rereplicated: number;
     resyncs: number;
     /** Sessions this server stepped down from because a replica knew a newer primary. */
     fenced: number;
+    /** Acknowledgements withheld because this server did not hold a majority lease at that moment. */
+    leaseWithheld: number;
+    /** Requests answered "unavailable" (no lease, a holder unreachable, a handover in progress). */
+    unavailable: number;
+    /** Sessions dropped because this server was declared dead and started a new incarnation. */
+    discarded: number;
   };
 }
 
-/** The session exists but cannot be served right now (its primary is up yet unreachable for a takeover). */
+/** The session exists but cannot be served right now (no lease, its holder is unreachable, or it is moving); retry. */
 export class SessionUnavailableError extends Error {
   override name = "SessionUnavailableError";
 }
@@ -129,6 +172,8 @@ export interface ReplicateOptions {
   boundMs?: number;
 }
 
+const ACKED: ReadonlySet<ReplicationOutcome> = new Set(["transport", "applied"]);
+
 export class SessionCluster {
   readonly self: string;
   readonly store: SessionStore;
@@ -138,13 +183,25 @@ export class SessionCluster {
   readonly ackTimeoutMs: number;
   #logger: RmiLogger;
   #fetchTimeoutMs: number;
-  #heartbeatTimeoutMs: number;
-  #drainTimeoutMs: number;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #takeovers = new Map<string, Promise<SessionRecord | undefined>>();
-  /** Sessions adopted here whose new secondary has not yet got a snapshot; value: the old holder to `drop`. */
-  #unreplicated = new Map<string, string | undefined>();
-  #counts = { promoted: 0, migrated: 0, lost: 0, rereplicated: 0, resyncs: 0, fenced: 0 };
+  /** Requests in progress per session (a handover waits for them; expiry skips them). */
+  #inflight = new Map<string, number>();
+  #quiet = new Map<string, Set<() => void>>();
+  /** Sessions being handed over: new requests wait (503). */
+  #handing = new Set<string>();
+  #closed = false;
+  #counts = {
+    promoted: 0,
+    migrated: 0,
+    lost: 0,
+    rereplicated: 0,
+    resyncs: 0,
+    fenced: 0,
+    leaseWithheld: 0,
+    unavailable: 0,
+    discarded: 0,
+  };
 
   constructor(options: SessionClusterOptions) {
     this.self = options.self;
@@ -152,8 +209,6 @@ export class SessionCluster {
     this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
     this.#logger = options.logger ?? console;
     this.#fetchTimeoutMs = options.fetchTimeoutMs ?? 5000;
-    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 2000;
-    this.#drainTimeoutMs = options.drainTimeoutMs ?? 2 * (options.heartbeatTimeoutMs ?? 2000);
     this.store = new SessionStore({
       self: options.self,
       codec: options.codec,
@@ -168,15 +223,18 @@ export class SessionCluster {
       listener: options.listener,
       dial: options.dial,
       methods: this.#methods(),
-      // `fetch` may wait for a dead primary's socket to drain: it must not delay heartbeats.
-      concurrentMethods: ["fetch"],
+      // A handover waits for in-flight requests and for its rebind: it must not delay heartbeats.
+      concurrentMethods: ["handover"],
       codec: options.codec,
       logger: this.#logger,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+      leaseMs: options.leaseMs,
+      leaseMarginMs: options.leaseMarginMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
-      onPeerDown: (peer) => this.#onPeerDown(peer),
-      onPeerUp: (peer) => this.#onPeerUp(peer),
+      onPeerUp: () => this.#protectUnprotected(),
+      onPeerDead: (peer, incarnation) => this.#onPeerDead(peer, incarnation),
+      onReincarnate: () => this.#discardAll(),
     });
     this.replicator = new Replicator({
       store: this.store,
@@ -200,6 +258,7 @@ export class SessionCluster {
 
   /** Creates a session with this server as primary and a secondary chosen by rendezvous hashing. */
   create(): SessionRecord {
+    this.#requireLease("create a session");
     const record = this.store.create();
     record.secondary = this.#chooseSecondary(record.id);
     return record;
@@ -207,112 +266,99 @@ export class SessionCluster {
 
   /**
    * The live session named by `locator`, taken over from another server if
-   * this one is not its primary (see failover at the top). `undefined` when it
-   * does not exist anywhere, has expired, or could not be reached. Rejects
-   * with `SessionUnavailableError` when taking it over would risk two primaries.
+   * this one is not its primary (see the top of this file). `undefined` when
+   * it does not exist anywhere or has expired. Rejects with
+   * `SessionUnavailableError` when it cannot be served safely right now.
+   * Every session returned counts as in use until `release(id)`.
    */
-  open(locator: SessionLocator | undefined): Promise<SessionRecord | undefined> {
-    if (locator === undefined || !isValidSessionId(locator.id)) return Promise.resolve(undefined);
-    const record = this.store.get(locator.id);
-    if (record?.expired) return Promise.resolve(undefined);
-    if (record?.role === "primary") {
-      if (this.store.isIdleExpired(record)) {
-        this.#replicateNow(this.store.invalidate(record.id), record.secondary);
-        return Promise.resolve(undefined);
+  async open(locator: SessionLocator | undefined): Promise<SessionRecord | undefined> {
+    if (locator === undefined || !isValidSessionId(locator.id)) return undefined;
+    const { id } = locator;
+    let record = this.store.get(id);
+    if (record?.expired) return undefined;
+    if (record?.role !== "primary") {
+      let pending = this.#takeovers.get(id);
+      if (pending === undefined) {
+        pending = this.#takeOver(locator).finally(() => this.#takeovers.delete(id));
+        this.#takeovers.set(id, pending);
       }
-      return Promise.resolve(record);
+      record = await pending;
+      if (record === undefined) return undefined;
     }
-    let pending = this.#takeovers.get(locator.id);
-    if (pending === undefined) {
-      pending = this.#takeOver(locator).finally(() => this.#takeovers.delete(locator.id));
-      this.#takeovers.set(locator.id, pending);
+    this.#requireLease(`serve session '${id}'`);
+    if (this.#handing.has(id) || record.role !== "primary") {
+      throw this.#unavailable(`session '${id}' is being handed over; try again`);
     }
-    return pending;
+    if (this.store.isIdleExpired(record)) {
+      this.#replicateNow(this.store.invalidate(id), record.secondary);
+      return undefined;
+    }
+    this.store.access(id);
+    this.#inflight.set(id, (this.#inflight.get(id) ?? 0) + 1);
+    return record;
+  }
+
+  /** Ends the request that `open` (or `create`) began on session `id`. */
+  release(id: string): void {
+    const n = (this.#inflight.get(id) ?? 0) - 1;
+    if (n > 0) {
+      this.#inflight.set(id, n);
+      return;
+    }
+    this.#inflight.delete(id);
+    for (const wake of this.#quiet.get(id) ?? []) wake();
+    this.#quiet.delete(id);
   }
 
   /**
    * Commits a request's changes on the primary and replicates them: waits per
    * the ack mode, at most `boundMs`. Throws `SessionTooLargeError` (nothing
-   * changed) if the session would exceed the size limit.
+   * changed) if the session would exceed the size limit, and
+   * `SessionUnavailableError` if this server may not act on it now.
    */
-  commit(id: string, set: Attributes, del: readonly string[], options: ReplicateOptions = {}): Promise<ReplicationOutcome> {
+  async commit(id: string, set: Attributes, del: readonly string[], options: ReplicateOptions = {}): Promise<ReplicationOutcome> {
+    this.#requireLease(`commit session '${id}'`);
     const delta = this.store.commit(id, set, del);
     const record = this.store.get(id)!;
     this.#ensureSecondary(record);
     const [ack, bound] = this.#mode(options);
-    const started = performance.now();
-    const secondary = record.secondary;
-    const first = this.replicator.replicate(delta, secondary, ack, bound);
-    return this.#afterAdopt(id, this.#retryElsewhere(record, secondary, first, ack, bound, started));
-  }
-
-  /**
-   * If the secondary's connection failed under this replication (it died),
-   * picks another secondary at once and sends it the whole session, within
-   * what is left of the bound, instead of leaving the change unreplicated
-   * until failure detection catches up.
-   */
-  async #retryElsewhere(
-    record: SessionRecord,
-    failed: string | undefined,
-    work: Promise<ReplicationOutcome>,
-    ack: AckMode,
-    bound: number,
-    started: number,
-  ): Promise<ReplicationOutcome> {
-    const outcome = await work;
-    if (outcome !== "failed" || ack === "none" || record.expired || record.role !== "primary") return outcome;
-    // Failure detection may already have moved the session to a new secondary; else choose one now.
-    let next = record.secondary;
-    if (next === failed || next === undefined || !this.node.isAlive(next)) {
-      const self = this.node.peers.get(this.self)!;
-      next = chooseSecondary(record.id, self, this.node.alivePeers().filter((p) => p.id !== failed));
-    }
-    const left = bound - (performance.now() - started);
-    if (next === undefined || left <= 0) return outcome;
-    if (record.secondary !== next) {
-      record.secondary = next;
-      this.#counts.rereplicated++;
-    }
-    return this.replicator.replicateSnapshot(record.id, next, ack, left);
+    return this.#leased(await this.replicator.replicate(delta, record.secondary, ack, bound));
   }
 
   /**
    * Records an access; replicates it only when the replica's access time would
    * fall a quarter of `maxIdleMs` behind, or always with `force`.
    */
-  touch(id: string, options: ReplicateOptions & { force?: boolean } = {}): Promise<ReplicationOutcome | undefined> {
+  async touch(id: string, options: ReplicateOptions & { force?: boolean } = {}): Promise<ReplicationOutcome | undefined> {
+    this.#requireLease(`touch session '${id}'`);
     const delta = this.store.touch(id, options.force);
+    if (delta === undefined) return undefined;
     const record = this.store.get(id)!;
-    if (delta === undefined && !this.#unreplicated.has(id)) return Promise.resolve(undefined);
     this.#ensureSecondary(record);
     const [ack, bound] = this.#mode(options);
-    const work = delta === undefined
-      ? this.replicator.replicateSnapshot(id, record.secondary, ack, bound)
-      : this.replicator.replicate(delta, record.secondary, ack, bound);
-    return this.#afterAdopt(id, work);
+    return this.#leased(await this.replicator.replicate(delta, record.secondary, ack, bound));
   }
 
   /** Ends a session on the primary and replicates its tombstone. */
-  invalidate(id: string, options: ReplicateOptions = {}): Promise<ReplicationOutcome> {
+  async invalidate(id: string, options: ReplicateOptions = {}): Promise<ReplicationOutcome> {
+    this.#requireLease(`invalidate session '${id}'`);
     const record = this.store.get(id)!;
     const tombstone = this.store.invalidate(id);
-    this.#unreplicated.delete(id);
-    return this.replicator.replicate(tombstone, record.secondary, ...this.#mode(options));
+    return this.#leased(await this.replicator.replicate(tombstone, record.secondary, ...this.#mode(options)));
   }
 
   /** Expires idle sessions (replicating tombstones) and forgets old tombstones. */
   sweep(): void {
-    for (const tombstone of this.store.expireIdle()) {
-      this.#replicateNow(tombstone, this.store.get(tombstone.id)?.secondary);
+    if (this.node.holdsLease()) {
+      for (const tombstone of this.store.expireIdle(undefined, (id) => this.#inflight.has(id))) {
+        this.#replicateNow(tombstone, this.store.get(tombstone.id)?.secondary);
+      }
     }
     this.store.sweep();
-    const live = (id: string) => {
+    this.replicator.prune((id) => {
       const r = this.store.get(id);
       return r !== undefined && r.role === "primary" && !r.expired;
-    };
-    this.replicator.prune(live);
-    for (const id of this.#unreplicated.keys()) if (!live(id)) this.#unreplicated.delete(id);
+    });
   }
 
   stats(): SessionClusterStats {
@@ -328,6 +374,7 @@ export class SessionCluster {
 
   /** Stops the sweeper and closes every connection. Idempotent. */
   async close(): Promise<void> {
+    this.#closed = true;
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     this.#sweeper = undefined;
     await this.node.close();
@@ -341,157 +388,259 @@ export class SessionCluster {
     return [options.ack ?? this.ackMode, options.boundMs ?? this.ackTimeoutMs];
   }
 
+  /** An acknowledgement counts only if this server still holds its lease now (see the top of this file). */
+  #leased(outcome: ReplicationOutcome): ReplicationOutcome {
+    if (!ACKED.has(outcome) || this.node.holdsLease()) return outcome;
+    this.#counts.leaseWithheld++;
+    return "failed";
+  }
+
+  #requireLease(what: string): void {
+    if (this.#closed) throw this.#unavailable(`cannot ${what}: the cluster is closing`);
+    if (!this.node.holdsLease()) throw this.#unavailable(`cannot ${what}: '${this.self}' holds no majority lease`);
+  }
+
+  #unavailable(text: string): SessionUnavailableError {
+    this.#counts.unavailable++;
+    return new SessionUnavailableError(text);
+  }
+
   #replicateNow(update: Parameters<Replicator["replicate"]>[0], secondary: string | undefined): void {
     void this.replicator.replicate(update, secondary, "transport", this.ackTimeoutMs);
   }
 
-  /** After an adopted session's first replication succeeds, tell the old holder to drop its copy. */
-  async #afterAdopt(id: string, work: Promise<ReplicationOutcome>): Promise<ReplicationOutcome> {
-    const outcome = await work;
-    if (this.#unreplicated.has(id) && outcome !== "failed" && outcome !== "no-secondary" && outcome !== "timeout") {
-      const old = this.#unreplicated.get(id);
-      this.#unreplicated.delete(id);
-      const record = this.store.get(id);
-      if (old !== undefined && record && old !== record.secondary && old !== this.self) {
-        void this.node.endpoint(old)?.call("drop", { id, epoch: record.epoch }, { ack: "none" });
-      }
-    }
-    return outcome;
-  }
-
-  #chooseSecondary(id: string): string | undefined {
+  #chooseSecondary(id: string, exclude?: string): string | undefined {
     const self = this.node.peers.get(this.self)!;
-    return chooseSecondary(id, self, this.node.alivePeers());
+    return chooseSecondary(id, self, this.node.alivePeers().filter((p) => p.id !== exclude));
   }
 
+  /**
+   * A session without a secondary gets one. A secondary that is merely
+   * unreachable is kept (it still holds the copy and could be promoted); it is
+   * replaced only once certified dead (`#onPeerDead`).
+   */
   #ensureSecondary(record: SessionRecord): void {
-    if (record.secondary === undefined || !this.node.isAlive(record.secondary)) {
-      record.secondary = this.#chooseSecondary(record.id);
-    }
+    if (record.secondary === undefined) record.secondary = this.#chooseSecondary(record.id);
   }
 
-  async #takeOver(locator: SessionLocator): Promise<SessionRecord | undefined> {
-    const { id } = locator;
-    const local = this.store.get(id);
-    const tried = new Set<string>();
-    let reply: FetchReply | undefined;
-    let oldHolder: string | undefined;
-    let migrated = false;
-    // 1. A live primary hands the session over: the one a local redirect or
-    //    replica names (it is the most recent), then the cookie's.
-    const sources = [
-      local?.role === "moved" || local?.role === "replica" ? local.primary : undefined,
-      locator.primary,
-    ].filter((p): p is string => p !== undefined);
-    for (let source of sources) {
-      for (let hop = 0; hop < 4 && reply === undefined; hop++) {
-        if (source === this.self || tried.has(source) || !this.node.isAlive(source)) break;
-        tried.add(source);
-        reply = await this.#fetch(source, id, false);
-        if (reply?.status === "moved") {
-          source = reply.to;
-          reply = undefined;
-          continue;
-        }
-        if (reply?.status === "found") {
-          migrated = true;
-          oldHolder = this.store.get(id)?.role === "replica" ? undefined : locator.secondary;
-        }
-        if (reply?.status === "missing") reply = undefined;
-      }
-      if (reply !== undefined) break;
-    }
-    if (reply === undefined || reply.status === "missing") {
-      // 2. Promote the local replica of a dead primary.
-      const replica = this.store.get(id);
-      if (replica?.role === "replica" && !replica.expired) {
-        // A primary that did not answer the takeover may be dying: give failure detection its time.
-        if (this.node.isAlive(replica.primary)) await this.#awaitDown(replica.primary, this.#heartbeatTimeoutMs + 500);
-        if (this.node.isAlive(replica.primary)) {
-          // Its primary lives but did not hand it over: promoting the copy would make two primaries.
-          throw new SessionUnavailableError(
-            `session '${id}': its primary '${replica.primary}' is up but did not hand it over; try again`,
-          );
-        }
-        await this.node.inboundDrained(replica.primary, this.#drainTimeoutMs);
-        if (this.store.expireReplicaIfIdle(id)) reply = { status: "expired" };
-        else {
-          const snapshot = this.store.snapshot(id);
-          reply = snapshot?.kind === "snapshot" ? { status: "found", snapshot } : { status: "expired" };
-        }
-      } else if (replica?.expired) {
-        reply = { status: "expired" };
-      }
-    }
-    if (reply === undefined || reply.status === "missing") {
-      // 3. Fetch from the cookie's secondary.
-      const secondary = locator.secondary;
-      if (secondary !== undefined && secondary !== this.self && !tried.has(secondary) && this.node.isAlive(secondary)) {
-        reply = await this.#fetch(secondary, id, true);
-        if (reply?.status === "found") oldHolder = secondary;
-      }
-    }
-    if (reply === undefined || reply.status === "missing") {
-      // 4. The cookie may be stale (the session moved to another secondary after
-      //    the client's last response): ask every other live peer.
-      for (const peer of this.node.alivePeers()) {
-        if (peer.id === this.self || tried.has(peer.id) || peer.id === locator.secondary) continue;
-        const found = await this.#fetch(peer.id, id, !this.node.isAlive(locator.primary));
-        if (found !== undefined && found.status !== "missing" && found.status !== "moved") {
-          reply = found;
-          if (found.status === "found") oldHolder = peer.id;
-          break;
-        }
-      }
-    }
-    if (reply?.status !== "found") {
-      if (reply === undefined || reply.status === "missing" || reply.status === "moved") this.#counts.lost++;
-      return undefined;
-    }
-    if (migrated) this.#counts.migrated++;
-    else this.#counts.promoted++;
-    const record = this.store.adopt(reply.snapshot, this.#chooseSecondary(id));
-    this.#unreplicated.set(id, oldHolder);
-    return record;
-  }
-
-  async #awaitDown(peer: string, timeoutMs: number): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    while (this.node.isAlive(peer) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  }
-
-  async #fetch(peer: string, id: string, primaryGone: boolean): Promise<FetchReply | undefined> {
-    const endpoint = this.node.endpoint(peer);
-    if (endpoint === undefined) return undefined;
-    try {
-      const reply = await endpoint.call("fetch", { id, primaryGone }, {
-        ack: "applied",
-        timeoutMs: this.#fetchTimeoutMs,
-      });
-      return checkFetchReply(reply);
-    } catch (error) {
-      this.#logger.warn(`cluster ${this.self}: fetch of session '${id}' from '${peer}' failed: ${(error as Error).message}`);
-      return undefined;
-    }
-  }
-
-  #onPeerDown(peer: string): void {
-    for (const record of this.store.records()) {
-      if (record.role !== "primary" || record.expired || record.secondary !== peer) continue;
-      record.secondary = this.#chooseSecondary(record.id);
-      if (record.secondary === undefined) continue;
-      this.#counts.rereplicated++;
-      void this.replicator.replicateSnapshot(record.id, record.secondary, "transport", this.ackTimeoutMs);
-    }
-  }
-
-  #onPeerUp(_peer: string): void {
+  /** Sessions without a secondary get one when a peer comes up. */
+  #protectUnprotected(): void {
     for (const record of this.store.records()) {
       if (record.role !== "primary" || record.expired || record.secondary !== undefined) continue;
       record.secondary = this.#chooseSecondary(record.id);
       if (record.secondary === undefined) continue;
       this.#counts.rereplicated++;
       void this.replicator.replicateSnapshot(record.id, record.secondary, "transport", this.ackTimeoutMs);
+    }
+  }
+
+  /** `peer`'s `incarnation` is certified dead and drained: promote its replicas, re-protect its primaries' copies. */
+  #onPeerDead(peer: string, incarnation: string): void {
+    if (this.#closed) return;
+    if (!this.node.holdsLease()) {
+      // Promotion is an action: wait for the lease (or for being declared dead ourselves).
+      setTimeout(() => this.#onPeerDead(peer, incarnation), 50);
+      return;
+    }
+    for (const record of [...this.store.records()]) {
+      if (record.expired) continue;
+      if (record.role === "replica" && record.primary === peer && record.primaryIncarnation === incarnation) {
+        const promoted = this.store.promote(record.id, this.#chooseSecondary(record.id, peer));
+        if (promoted === undefined) continue;
+        this.#counts.promoted++;
+        void this.replicator.replicateSnapshot(record.id, promoted.secondary, "transport", this.ackTimeoutMs);
+      } else if (record.role === "primary" && record.secondary === peer) {
+        record.secondary = this.#chooseSecondary(record.id, peer);
+        if (record.secondary === undefined) continue;
+        this.#counts.rereplicated++;
+        void this.replicator.replicateSnapshot(record.id, record.secondary, "transport", this.ackTimeoutMs);
+      }
+    }
+  }
+
+  /** We were declared dead: every session we hold may have a newer primary elsewhere. */
+  #discardAll(): void {
+    let n = 0;
+    for (const r of this.store.records()) if (!r.expired && r.role !== "moved") n++;
+    this.#counts.discarded += n;
+    this.store.clear();
+  }
+
+  async #takeOver(locator: SessionLocator): Promise<SessionRecord | undefined> {
+    const { id } = locator;
+    this.#requireLease(`take session '${id}' over`);
+    const local = this.store.get(id);
+    const hints = [
+      local?.role === "moved" || local?.role === "replica" ? local.primary : undefined,
+      locator.primary,
+      locator.secondary,
+      ...this.node.alivePeers().map((p) => p.id),
+    ];
+    const asked = new Set<string>([this.self]);
+    let unavailable: string | undefined;
+    for (const hint of hints) {
+      let holder = hint;
+      for (let hop = 0; hop < 4 && holder !== undefined; hop++) {
+        if (asked.has(holder) || !this.node.peers.has(holder)) break;
+        asked.add(holder);
+        if (!this.node.isAlive(holder)) {
+          // Unreachable but not certified dead: it may hold the session.
+          if (!this.node.membership.isDead(holder)) unavailable ??= `'${holder}' is unreachable`;
+          break;
+        }
+        const reply = await this.#handover(holder, id);
+        if (reply === undefined) {
+          unavailable ??= `'${holder}' did not answer`;
+          break;
+        }
+        switch (reply.status) {
+          case "found": {
+            this.#requireLease(`take session '${id}' over`);
+            const secondary = reply.secondary ?? undefined;
+            const record = this.store.adopt(reply.snapshot, secondary === this.self ? undefined : secondary);
+            this.#ensureSecondary(record);
+            this.#counts.migrated++;
+            return record;
+          }
+          case "moved":
+            holder = reply.to;
+            continue;
+          case "expired":
+            return undefined;
+          case "unavailable":
+            unavailable ??= `'${holder}': ${reply.reason}`;
+            break;
+          case "missing":
+            break;
+        }
+        break;
+      }
+    }
+    if (unavailable !== undefined) throw this.#unavailable(`session '${id}' cannot be taken over now (${unavailable}); try again`);
+    this.#counts.lost++;
+    return undefined;
+  }
+
+  async #handover(peer: string, id: string): Promise<HandoverReply | undefined> {
+    const endpoint = this.node.endpoint(peer);
+    if (endpoint === undefined) return undefined;
+    try {
+      const reply = await endpoint.call("handover", { id }, { ack: "applied", timeoutMs: this.#fetchTimeoutMs });
+      return checkHandoverReply(reply, id);
+    } catch (error) {
+      this.#logger.warn(`cluster ${this.self}: handover of session '${id}' from '${peer}' failed: ${(error as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /** Waits until no request is using session `id`; false after `timeoutMs`. */
+  #quiesce(id: string, timeoutMs: number): Promise<boolean> {
+    if (!this.#inflight.has(id)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiters = this.#quiet.get(id) ?? new Set();
+      this.#quiet.set(id, waiters);
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(wake);
+        resolve(false);
+      }, timeoutMs);
+      waiters.add(wake);
+    });
+  }
+
+  /** The `handover` method: this server gives session `id` to the caller (see the top of this file). */
+  async #giveAway(id: string, ctx: CallContext): Promise<HandoverReply> {
+    const taker = ctx.endpoint.name;
+    const takerIncarnation = this.node.incarnationOf(ctx.endpoint);
+    if (takerIncarnation === undefined || !this.node.mayApply(ctx.endpoint)) {
+      return { status: "unavailable", reason: `'${taker}' is not a live member here` };
+    }
+    const record = this.store.get(id);
+    if (record === undefined) return { status: "missing" };
+    if (record.role === "moved") return { status: "moved", to: record.primary };
+    if (record.expired) return { status: "expired" };
+    if (record.role === "replica") {
+      // Rebound to the taker by its old primary (the handover reply was lost): hand the copy over.
+      if (record.primary === taker && record.primaryIncarnation === takerIncarnation) {
+        const snapshot = this.store.snapshot(id);
+        if (snapshot?.kind === "snapshot") return { status: "found", snapshot, secondary: this.self };
+      }
+      return { status: "unavailable", reason: `'${this.self}' holds only a replica; its primary is '${record.primary}'` };
+    }
+    if (!this.node.holdsLease()) return { status: "unavailable", reason: `'${this.self}' holds no majority lease` };
+    if (this.store.isIdleExpired(record)) {
+      this.#replicateNow(this.store.invalidate(id), record.secondary);
+      return { status: "expired" };
+    }
+    if (this.#handing.has(id)) return { status: "unavailable", reason: "a handover is already in progress" };
+    this.#handing.add(id);
+    let keep = false;
+    try {
+      if (!await this.#quiesce(id, this.#fetchTimeoutMs / 2)) {
+        return { status: "unavailable", reason: "requests on it did not finish" };
+      }
+      const current = this.store.get(id);
+      if (current !== record || record.role !== "primary" || record.expired) return { status: "unavailable", reason: "it changed" };
+      const epoch = record.epoch + 1;
+      const snapshot = this.store.snapshot(id) as SnapshotUpdate;
+      const given: SnapshotUpdate = { ...snapshot, epoch, primary: taker };
+      const secondary = record.secondary;
+      if (secondary !== undefined && secondary !== taker) {
+        // The secondary records the new primary first: it will not promote its copy for us afterwards.
+        const endpoint = this.node.endpoint(secondary);
+        if (endpoint === undefined) return { status: "unavailable", reason: `its secondary '${secondary}' is unreachable` };
+        const args = { snapshot: given, incarnation: takerIncarnation };
+        let answer: unknown;
+        try {
+          answer = await endpoint.call("rebind", args, { ack: "applied", timeoutMs: this.#fetchTimeoutMs / 2 });
+        } catch (error) {
+          // No answer: the secondary may or may not name the taker now. Stay out of service until it says.
+          this.#logger.warn(`cluster ${this.self}: rebind of session '${id}' at '${secondary}' failed: ${(error as Error).message}`);
+          keep = true;
+          void this.#settleRebind(id, secondary, args, epoch);
+          return { status: "unavailable", reason: `its secondary '${secondary}' did not answer` };
+        }
+        if (answer !== true) {
+          // The secondary's copy no longer names us (promoted, or given to another primary): it knows where the session is.
+          this.store.markMoved(id, secondary, epoch - 1);
+          return { status: "unavailable", reason: `its secondary '${secondary}' refused the new primary` };
+        }
+        this.store.markMoved(id, taker, epoch);
+      } else {
+        this.store.markMoved(id, taker, epoch);
+      }
+      return { status: "found", snapshot: given, secondary: secondary === taker ? null : secondary ?? null };
+    } finally {
+      if (!keep) this.#handing.delete(id);
+    }
+  }
+
+  /**
+   * A `rebind` went unanswered: ask again until the secondary says yes (the
+   * session is the taker's: keep a redirect) or no (it is not ours: redirect
+   * to the secondary), or until the secondary is certified dead (then no one
+   * else can have been given it, and this server serves it again).
+   */
+  async #settleRebind(id: string, secondary: string, args: { snapshot: SnapshotUpdate }, epoch: number): Promise<void> {
+    try {
+      while (!this.#closed && this.store.get(id)?.role === "primary") {
+        await new Promise((r) => setTimeout(r, 100));
+        if (this.node.membership.isDead(secondary)) return;
+        const endpoint = this.node.endpoint(secondary);
+        if (endpoint === undefined) continue;
+        try {
+          const answer = await endpoint.call("rebind", args, { ack: "applied", timeoutMs: this.#fetchTimeoutMs / 2 });
+          this.store.markMoved(id, answer === true ? args.snapshot.primary : secondary, answer === true ? epoch : epoch - 1);
+          return;
+        } catch {
+          // still no answer: try again
+        }
+      }
+    } finally {
+      this.#handing.delete(id);
     }
   }
 
@@ -502,7 +651,10 @@ export class SessionCluster {
         if (update.primary !== ctx.endpoint.name) {
           throw new Error(`update names primary '${update.primary}' but came from '${ctx.endpoint.name}'`);
         }
-        const result = this.store.applyReplica(update);
+        if (!this.node.mayApply(ctx.endpoint)) {
+          throw new Error(`'${ctx.endpoint.name}' is not a live member here (unknown or dead incarnation)`);
+        }
+        const result = this.store.applyReplica(update, this.node.incarnationOf(ctx.endpoint));
         if (result === "need-snapshot" && ctx.ack !== "applied") {
           void this.node.endpoint(update.primary)?.call("resync", { id: update.id }, { ack: "none" });
         }
@@ -526,31 +678,27 @@ export class SessionCluster {
         void this.replicator.replicateSnapshot(id, record.secondary, "transport", this.ackTimeoutMs);
         return true;
       },
-      fetch: async (args: unknown, ctx: CallContext): Promise<FetchReply> => {
-        const a = args as { id?: unknown; primaryGone?: unknown } | null;
-        if (!isValidSessionId(a?.id)) throw new Error(`fetch 'id' must be a session id: got ${JSON.stringify(a?.id)}`);
-        const id = a.id;
-        let record = this.store.get(id);
-        if (record === undefined) return { status: "missing" };
-        if (record.role === "moved") return { status: "moved", to: record.primary };
-        if (record.role === "replica" && !record.expired && a.primaryGone === true) {
-          await this.node.inboundDrained(record.primary, this.#drainTimeoutMs);
-          record = this.store.get(id);
-          if (record === undefined) return { status: "missing" };
+      handover: (args: unknown, ctx: CallContext): Promise<HandoverReply> => {
+        const id = (args as { id?: unknown } | null)?.id;
+        if (!isValidSessionId(id)) throw new Error(`handover 'id' must be a session id: got ${JSON.stringify(id)}`);
+        return this.#giveAway(id, ctx);
+      },
+      rebind: (args: unknown, ctx: CallContext): boolean => {
+        const a = args as { snapshot?: unknown; incarnation?: unknown } | null;
+        const snapshot = parseUpdate(a?.snapshot);
+        if (snapshot.kind !== "snapshot" || typeof a?.incarnation !== "string") {
+          throw new Error("rebind needs {snapshot, incarnation}");
         }
-        if (record.expired || this.store.expireReplicaIfIdle(id)) return { status: "expired" };
-        if (record.role === "primary" && this.store.isIdleExpired(record)) {
-          this.#replicateNow(this.store.invalidate(id), record.secondary);
-          return { status: "expired" };
-        }
-        const snapshot = this.store.snapshot(id);
-        if (snapshot?.kind !== "snapshot") return { status: "expired" };
-        if (record.role === "primary") {
-          // Whoever fetches a session adopts it: a primary always hands it over (one primary at a time).
-          this.store.markMoved(id, ctx.endpoint.name);
-          this.#unreplicated.delete(id);
-        }
-        return { status: "found", snapshot };
+        const from = ctx.endpoint.name;
+        if (!this.node.mayApply(ctx.endpoint)) return false;
+        const held = this.store.get(snapshot.id);
+        // Asked again after an unanswered rebind: already done.
+        if (held?.role === "replica" && held.primary === snapshot.primary && held.epoch === snapshot.epoch &&
+          held.primaryIncarnation === a.incarnation) return true;
+        // Only the primary this copy belongs to may name its successor.
+        if (held !== undefined && (held.role !== "replica" || held.primary !== from ||
+          held.primaryIncarnation !== this.node.incarnationOf(ctx.endpoint))) return false;
+        return this.store.applyReplica(snapshot, a.incarnation) === "applied";
       },
       fenced: (args: unknown) => {
         const a = args as { id?: unknown; epoch?: unknown; primary?: unknown } | null;
@@ -561,33 +709,32 @@ export class SessionCluster {
         if (record?.role !== "primary" || record.expired || record.epoch >= a.epoch || a.primary === this.self) return false;
         this.#counts.fenced++;
         this.#logger.warn(`cluster ${this.self}: session '${a.id}' has a newer primary '${a.primary}' (epoch ${a.epoch}); stepping down`);
-        this.store.markMoved(a.id, a.primary);
-        this.#unreplicated.delete(a.id);
+        this.store.markMoved(a.id, a.primary, a.epoch);
         return true;
-      },
-      drop: (args: unknown) => {
-        const a = args as { id?: unknown; epoch?: unknown } | null;
-        if (!isValidSessionId(a?.id) || typeof a.epoch !== "number") throw new Error("drop needs {id, epoch}");
-        return this.store.dropReplica(a.id, a.epoch);
       },
     };
   }
 }
 
-function checkFetchReply(value: unknown): FetchReply {
-  const reply = value as FetchReply | null;
+function checkHandoverReply(value: unknown, id: string): HandoverReply {
+  const reply = value as HandoverReply | null;
   switch (reply?.status) {
-    case "found":
-      parseUpdate(reply.snapshot);
-      if (reply.snapshot.kind !== "snapshot") throw new Error("fetch reply 'snapshot' must be a snapshot");
+    case "found": {
+      const snapshot = parseUpdate(reply.snapshot);
+      if (snapshot.kind !== "snapshot") throw new Error("handover reply 'snapshot' must be a snapshot");
+      if (snapshot.id !== id) throw new Error(`handover reply is for session '${snapshot.id}', not '${id}'`);
+      if (reply.secondary !== null && typeof reply.secondary !== "string") throw new Error("handover reply 'secondary' must be a peer id or null");
       return reply;
+    }
     case "moved":
-      if (typeof reply.to !== "string") throw new Error("fetch reply 'to' must be a peer id");
+      if (typeof reply.to !== "string") throw new Error("handover reply 'to' must be a peer id");
       return reply;
+    case "unavailable":
+      return { status: "unavailable", reason: String(reply.reason) };
     case "expired":
     case "missing":
       return reply;
     default:
-      throw new Error(`fetch reply 'status' must be found, expired, missing or moved: got ${JSON.stringify(reply)}`);
+      throw new Error(`handover reply 'status' must be found, expired, missing, unavailable or moved: got ${JSON.stringify(reply)}`);
   }
 }

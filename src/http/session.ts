@@ -24,11 +24,21 @@ export class Session {
   #touched = false;
   #invalidated: SessionRecord | undefined;
   #created = false;
+  /** The session `SessionCluster.open` returned, until `end()` releases it. */
+  #opened: string | undefined;
 
-  /** @internal Made by `withSessions`. */
+  /** @internal Made by `withSessions`, with the record `SessionCluster.open` returned. */
   constructor(cluster: SessionCluster, record: SessionRecord | undefined) {
     this.#cluster = cluster;
     this.#record = record;
+    this.#opened = record?.id;
+  }
+
+  /** @internal The request is over (committed or failed): the cluster may hand the session over or expire it. Idempotent. */
+  end(): void {
+    if (this.#opened === undefined) return;
+    this.#cluster.release(this.#opened);
+    this.#opened = undefined;
   }
 
   /** The session id, or `undefined` while the request has no session (one is made by the first `set`). */

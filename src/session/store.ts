@@ -4,7 +4,7 @@
  *
  * Rules a replica applies to an update (`applyReplica`):
  * 1. A tombstone is final: once a session id is tombstoned, every later update
- *    for it is `stale` (ids are 128 random bits, never reused), so an expired
+ *    for it is `ended` (ids are 128 random bits, never reused), so an expired
  *    session never comes back.
  * 2. Epoch first: an update from an older epoch (a primary that has been
  *    replaced) is `fenced`; a delta from a newer epoch is `need-snapshot`.
@@ -12,6 +12,8 @@
  * 4. A delta applies only on top of exactly its `base` version; otherwise
  *    `need-snapshot` (the replica lacks the base).
  * 5. A snapshot replaces whatever the replica held (subject to 1-3).
+ * 6. Redirects (`moved`) are fences too: they keep the epoch at which the
+ *    session left, and outlive the replica they replaced until `tombstoneTtlMs`.
  *
  * Expiry is decided by the primary (`expireIdle`), which turns the record into
  * a tombstone and returns the update to replicate. A replica never expires a
@@ -185,6 +187,16 @@ export class SessionStore {
     };
   }
 
+  /** Marks the start of a request on primary `id`: its access time is now (replicated lazily by `touch`). */
+  access(id: string): void {
+    this.#livePrimary(id).lastAccess = this.now();
+  }
+
+  /** Forgets every session (this server was declared dead and starts anew). */
+  clear(): void {
+    this.#records.clear();
+  }
+
   /**
    * Records an access on the primary. Returns a delta (no attribute changes)
    * when the replica's view of the access time has fallen more than a quarter
@@ -226,11 +238,11 @@ export class SessionStore {
     return now - record.lastAccess > record.maxIdleMs;
   }
 
-  /** Primary only: expires idle sessions; returns the tombstones to replicate. */
-  expireIdle(now = this.now()): TombstoneUpdate[] {
+  /** Primary only: expires idle sessions (except those `busy` says are in use); returns the tombstones to replicate. */
+  expireIdle(now = this.now(), busy: (id: string) => boolean = () => false): TombstoneUpdate[] {
     const tombstones: TombstoneUpdate[] = [];
     for (const r of this.#records.values()) {
-      if (r.role === "primary" && !r.expired && this.isIdleExpired(r, now)) tombstones.push(this.#bury(r));
+      if (r.role === "primary" && !r.expired && this.isIdleExpired(r, now) && !busy(r.id)) tombstones.push(this.#bury(r));
     }
     return tombstones;
   }
@@ -246,25 +258,34 @@ export class SessionStore {
     return true;
   }
 
-  /** Applies an update received from a primary, by the rules at the top of this file. */
-  applyReplica(update: ReplicationUpdate): ApplyResult {
+  /**
+   * Applies an update received from a primary, by the rules at the top of
+   * this file. `incarnation` is the sending primary's (kept on the replica).
+   */
+  applyReplica(update: ReplicationUpdate, incarnation?: string): ApplyResult {
     const result = this.#apply(update);
-    if (result === "applied") this.#counts.applied++;
-    else if (result === "stale" || result === "fenced") this.#counts.stale++;
-    else this.#counts.needSnapshot++;
+    if (result === "applied") {
+      this.#counts.applied++;
+      const r = this.#records.get(update.id);
+      if (r !== undefined && r.role === "replica") r.primaryIncarnation = incarnation;
+    } else if (result === "need-snapshot") this.#counts.needSnapshot++;
+    else this.#counts.stale++;
     return result;
   }
 
   /**
-   * Makes this server the primary of a session it fetched (or held as a
-   * replica): epoch + 1, version unchanged, attributes from `snapshot`.
+   * Makes this server the primary of a session handed to it: the epoch is
+   * the one the giver granted (`snapshot.epoch`), version and attributes as given.
    */
   adopt(snapshot: SnapshotUpdate, secondary: string | undefined): SessionRecord {
     const existing = this.#records.get(snapshot.id);
     if (existing?.expired) throw new Error(`session '${snapshot.id}' has ended here; it cannot be adopted`);
+    if (existing !== undefined && existing.epoch > snapshot.epoch) {
+      throw new Error(`session '${snapshot.id}' is at epoch ${existing.epoch} here; epoch ${snapshot.epoch} cannot be adopted`);
+    }
     const record: SessionRecord = {
       id: snapshot.id,
-      epoch: snapshot.epoch + 1,
+      epoch: snapshot.epoch,
       version: snapshot.version,
       attributes: { ...snapshot.attributes },
       lastAccess: this.now(),
@@ -279,23 +300,33 @@ export class SessionStore {
     return record;
   }
 
-  /** The primary handed the session to `newPrimary`: keep only a redirect. */
-  markMoved(id: string, newPrimary: string): void {
+  /**
+   * Promotes the replica of `id` (its primary was certified dead): this
+   * server becomes primary at epoch + 1. Returns the record, or `undefined`
+   * if `id` is not a live replica here.
+   */
+  promote(id: string, secondary: string | undefined): SessionRecord | undefined {
+    const r = this.#records.get(id);
+    if (r === undefined || r.role !== "replica" || r.expired) return undefined;
+    r.role = "primary";
+    r.epoch++;
+    r.primary = this.self;
+    r.primaryIncarnation = undefined;
+    r.secondary = secondary;
+    r.replicatedAccess = 0;
+    return r;
+  }
+
+  /** The primary handed the session to `newPrimary` at `epoch`: keep only a redirect (a fence). */
+  markMoved(id: string, newPrimary: string, epoch?: number): void {
     const r = this.#records.get(id);
     if (r === undefined) return;
     r.role = "moved";
     r.primary = newPrimary;
+    if (epoch !== undefined && epoch > r.epoch) r.epoch = epoch;
     r.secondary = undefined;
     r.attributes = {};
     r.lastAccess = this.now();
-  }
-
-  /** Forgets a replica superseded by a newer epoch elsewhere (a `drop` from the new primary). */
-  dropReplica(id: string, epoch: number): boolean {
-    const r = this.#records.get(id);
-    if (r === undefined || r.role !== "replica" || r.expired || r.epoch >= epoch) return false;
-    this.#records.delete(id);
-    return true;
   }
 
   /**
@@ -320,10 +351,11 @@ export class SessionStore {
   #apply(u: ReplicationUpdate): ApplyResult {
     const held = this.#records.get(u.id);
     if (held !== undefined) {
-      if (held.expired) return "stale"; // rule 1
+      if (held.expired) return "ended"; // rule 1
       if (held.role === "primary" && u.epoch <= held.epoch) return "fenced";
       if (u.epoch < held.epoch) return "fenced"; // rule 2
-      if (u.epoch === held.epoch && u.version <= held.version) return "stale"; // rule 3
+      // A redirect keeps no data: a newer-or-equal epoch installs a copy over it (rule 6).
+      if (held.role !== "moved" && u.epoch === held.epoch && u.version <= held.version) return "stale"; // rule 3
     }
     switch (u.kind) {
       case "tombstone": {

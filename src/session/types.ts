@@ -21,7 +21,7 @@ export type SessionRole = "primary" | "replica" | "moved";
 /** One session as a server holds it. */
 export interface SessionRecord {
   readonly id: string;
-  /** Incremented each time a new primary takes the session over. */
+  /** Incremented each time a new primary takes the session over (each epoch is granted once, see the cluster). */
   epoch: number;
   /** Incremented on every change (including a replicated touch). */
   version: number;
@@ -33,6 +33,11 @@ export interface SessionRecord {
   role: SessionRole;
   /** Id of the primary server (for `moved`: where it went). */
   primary: string;
+  /**
+   * On a replica: the primary's incarnation the copy came from (the
+   * replica is promoted only when exactly that incarnation is certified dead).
+   */
+  primaryIncarnation?: string;
   /** Id of the primary's current secondary (on the primary), if any. */
   secondary: string | undefined;
   /** A tombstone: the session expired or was invalidated; it never comes back. */
@@ -81,10 +86,11 @@ export type ReplicationUpdate = SnapshotUpdate | DeltaUpdate | TombstoneUpdate;
 /**
  * What a replica did with an update:
  * - `applied`;
- * - `stale`: a version it already holds (same epoch), or the session has a
- *   tombstone: dropped, and the data is already there;
+ * - `stale`: a version it already holds from the same epoch (so from the same
+ *   primary: each epoch is granted once): dropped, and the data is already there;
  * - `fenced`: from an older epoch than the replica knows (or the replica is
  *   itself the primary now): the sender is no longer primary; dropped;
- * - `need-snapshot`: it lacks the base of a delta; the primary must send a snapshot.
+ * - `need-snapshot`: it lacks the base of a delta; the primary must send a snapshot;
+ * - `ended`: the session has a tombstone here; the update was dropped (not durable).
  */
-export type ApplyResult = "applied" | "stale" | "fenced" | "need-snapshot";
+export type ApplyResult = "applied" | "stale" | "fenced" | "need-snapshot" | "ended";

@@ -1,0 +1,222 @@
+/**
+ * `Membership`: who may act in the cluster, decided without I/O (the node
+ * feeds it pings, replies and votes; it answers yes or no).
+ *
+ * The rule it enforces: **a server acts (serves a session, acknowledges a
+ * write, hands a session over, promotes a replica) only while it holds a
+ * majority lease, and a server is declared dead only by a majority whose
+ * leases to it have run out.** Two servers can then never both act on the
+ * same session: the new primary acts only after the old one's death was
+ * certified, and by then the old one has stopped.
+ *
+ * - **Incarnations.** Each run of a server has a random incarnation id. A
+ *   dead incarnation never comes back: a server that learns it was declared
+ *   dead discards every session it holds and starts a new incarnation. A new
+ *   incarnation of a peer also proves its old one dead (it stopped first).
+ * - **Leases.** Every heartbeat `ping` to a peer that the peer answers is a
+ *   grant: the pinger holds a lease from that peer until *its own* send time +
+ *   `leaseMs` (the grant was made after the send, so this errs on the short
+ *   side). A server holds a majority lease while itself plus the peers whose
+ *   lease has not run out make a majority of the configured servers.
+ * - **Votes.** Asked "is Y (incarnation i) dead?", a server votes yes only if
+ *   it has not granted Y(i) anything for `leaseMs + marginMs` by its own
+ *   clock; a yes is final: it never grants Y(i) again. A death certificate is
+ *   a majority of yes votes (the asker's own included).
+ * - **Why that is safe.** Say Y acknowledged at time t while holding a
+ *   majority lease M, and a certificate V for Y exists. Y is not in V, so
+ *   `V ∩ (M \ {Y})` is not empty (|V| ≥ m, |M \ {Y}| ≥ m − 1, and both lie in
+ *   the other n − 1 servers with 2m − 1 ≥ n). A voter R in both granted Y a
+ *   lease valid past t and votes only `leaseMs + marginMs` after its last
+ *   grant, so the certificate was completed after t. The margin covers clock
+ *   rate differences between servers (monotonic clocks; a paused process's
+ *   clock keeps running, so SIGSTOP or a GC pause cannot stretch a lease).
+ *
+ * With two servers a majority is both: a lone survivor cannot certify its
+ * peer's death (it cannot tell a crash from a partition), so failover then
+ * waits until the peer returns as a new incarnation. Use three or more.
+ *
+ * @module
+ */
+
+/** Options of `Membership`. */
+export interface MembershipOptions {
+  /** This server's id. */
+  self: string;
+  /** Every configured server id, `self` included. */
+  servers: readonly string[];
+  /** How long a grant lasts, from the pinger's send time. */
+  leaseMs: number;
+  /** Extra silence a voter waits beyond `leaseMs` before it votes a peer dead. */
+  marginMs: number;
+  /** Monotonic clock in ms. @default performance.now */
+  now?: () => number;
+  /** This run's incarnation id. @default random */
+  incarnation?: string;
+}
+
+/** A peer's answer to our ping. */
+export type PingAnswer = { ok: true; incarnation: string } | { ok: false; evicted: true };
+
+/** Counters of a membership. */
+export interface MembershipStats {
+  incarnation: string;
+  /** True while this server holds a majority lease. */
+  leased: boolean;
+  /** Peer incarnations known dead (certified, announced, or replaced by a newer one). */
+  deadIncarnations: number;
+  /** Times this server learned it had been declared dead and started anew. */
+  reincarnations: number;
+  /** Yes votes this server gave. */
+  votesGiven: number;
+}
+
+/** A random incarnation id (64 bits, hex). */
+export function newIncarnation(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class Membership {
+  readonly self: string;
+  readonly servers: readonly string[];
+  readonly majority: number;
+  readonly leaseMs: number;
+  readonly marginMs: number;
+  readonly now: () => number;
+  #incarnation: string;
+  #started: number;
+  /** Leases we hold: peer → expiry (our clock). */
+  #leaseUntil = new Map<string, number>();
+  /** Grants we gave: peer → incarnation and time of the last grant (our clock). */
+  #granted = new Map<string, { incarnation: string; at: number }>();
+  /** The incarnation each peer last showed us. */
+  #known = new Map<string, string>();
+  /** Dead incarnations per peer. */
+  #dead = new Map<string, Set<string>>();
+  #counts = { reincarnations: 0, votesGiven: 0, deadIncarnations: 0 };
+
+  constructor(options: MembershipOptions) {
+    if (!(options.leaseMs > 0)) throw new RangeError(`'leaseMs' must be positive: got ${options.leaseMs}`);
+    if (!(options.marginMs >= 0)) throw new RangeError(`'marginMs' must be >= 0: got ${options.marginMs}`);
+    this.self = options.self;
+    this.servers = [...new Set(options.servers)];
+    if (!this.servers.includes(this.self)) throw new RangeError(`'${this.self}' is not one of the servers`);
+    this.majority = Math.floor(this.servers.length / 2) + 1;
+    this.leaseMs = options.leaseMs;
+    this.marginMs = options.marginMs;
+    this.now = options.now ?? (() => performance.now());
+    this.#incarnation = options.incarnation ?? newIncarnation();
+    this.#started = this.now();
+  }
+
+  get incarnation(): string {
+    return this.#incarnation;
+  }
+
+  /** The incarnation `peer` last showed us, if any. */
+  known(peer: string): string | undefined {
+    return this.#known.get(peer);
+  }
+
+  /** True if `peer`'s `incarnation` (default: the one we know) is dead. */
+  isDead(peer: string, incarnation = this.#known.get(peer)): boolean {
+    return incarnation !== undefined && (this.#dead.get(peer)?.has(incarnation) ?? false);
+  }
+
+  /**
+   * Records that `peer`'s `incarnation` is dead. Returns true if this is news.
+   * Callers: a certificate, the peer's own announcement, or a newer incarnation.
+   */
+  markDead(peer: string, incarnation: string): boolean {
+    if (peer === this.self) return false;
+    let set = this.#dead.get(peer);
+    if (set === undefined) this.#dead.set(peer, set = new Set());
+    if (set.has(incarnation)) return false;
+    set.add(incarnation);
+    this.#counts.deadIncarnations++;
+    if (this.#known.get(peer) === incarnation) this.#leaseUntil.delete(peer);
+    return true;
+  }
+
+  /**
+   * We answer `peer`'s ping: a grant, unless that incarnation is dead.
+   * Returns the incarnation it replaced, if the peer restarted (now dead).
+   */
+  answerPing(peer: string, incarnation: string): { answer: PingAnswer; replaced?: string } {
+    if (this.isDead(peer, incarnation)) return { answer: { ok: false, evicted: true } };
+    const replaced = this.#noteIncarnation(peer, incarnation);
+    this.#granted.set(peer, { incarnation, at: this.now() });
+    return { answer: { ok: true, incarnation: this.#incarnation }, replaced };
+  }
+
+  /**
+   * `peer` answered the ping we sent at `sentAt` (our clock). Returns what
+   * the answer means for us: `evicted` (we were declared dead: start anew),
+   * or the peer incarnation it replaced, if the peer restarted.
+   */
+  onPingAnswer(peer: string, sentAt: number, answer: PingAnswer): { evicted: boolean; replaced?: string } {
+    if (!answer.ok) return { evicted: true };
+    const replaced = this.#noteIncarnation(peer, answer.incarnation);
+    if (this.isDead(peer, answer.incarnation)) return { evicted: false, replaced };
+    const until = sentAt + this.leaseMs;
+    if (until > (this.#leaseUntil.get(peer) ?? -Infinity)) this.#leaseUntil.set(peer, until);
+    return { evicted: false, replaced };
+  }
+
+  /** True while this server holds a majority lease. */
+  holdsLease(now = this.now()): boolean {
+    return this.leaseExpiry(now) > now;
+  }
+
+  /** When the majority lease runs out (our clock); `-Infinity` if it has. Single-server clusters: `Infinity`. */
+  leaseExpiry(now = this.now()): number {
+    const needed = this.majority - 1; // we count for ourselves
+    if (needed <= 0) return Infinity;
+    const valid = [...this.#leaseUntil.values()].filter((t) => t > now).sort((a, b) => b - a);
+    return valid.length >= needed ? valid[needed - 1] : -Infinity;
+  }
+
+  /**
+   * Asked whether `peer`'s `incarnation` is dead: yes if we have not granted
+   * it anything for `leaseMs + marginMs`; a yes is final (it is marked dead).
+   */
+  vote(peer: string, incarnation: string, now = this.now()): boolean {
+    if (peer === this.self) return false;
+    if (this.isDead(peer, incarnation)) return true;
+    const g = this.#granted.get(peer);
+    const last = g !== undefined && g.incarnation === incarnation ? g.at : this.#started;
+    if (now - last <= this.leaseMs + this.marginMs) return false;
+    this.#counts.votesGiven++;
+    this.markDead(peer, incarnation);
+    return true;
+  }
+
+  /** We were declared dead: forget every lease and grant and take a new incarnation. */
+  reincarnate(incarnation = newIncarnation()): void {
+    this.#incarnation = incarnation;
+    this.#leaseUntil.clear();
+    this.#granted.clear();
+    this.#started = this.now();
+    this.#counts.reincarnations++;
+  }
+
+  stats(): MembershipStats {
+    return {
+      incarnation: this.#incarnation,
+      leased: this.holdsLease(),
+      deadIncarnations: this.#counts.deadIncarnations,
+      reincarnations: this.#counts.reincarnations,
+      votesGiven: this.#counts.votesGiven,
+    };
+  }
+
+  #noteIncarnation(peer: string, incarnation: string): string | undefined {
+    const old = this.#known.get(peer);
+    if (old === incarnation) return undefined;
+    this.#known.set(peer, incarnation);
+    this.#leaseUntil.delete(peer);
+    if (old === undefined) return undefined;
+    this.markDead(peer, old);
+    return old;
+  }
+}
