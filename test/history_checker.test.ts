@@ -94,13 +94,17 @@ test("history checker: an applied-acknowledged update is checked too; an unackno
   assert.deepEqual(r.lostByHeader, { applied: 1 });
 });
 
-test("history checker: a client whose final read failed loses every acknowledged update", () => {
+test("history checker: a client whose final read failed is unreadable, its acknowledged updates unverified", () => {
   const ops = cleanHistory();
   const final = ops.find((o) => o.client === "c2" && o.final)!;
   Object.assign(final, { status: 503, keys: undefined });
   const r = checkHistory({ ops });
   assert.equal(r.unreadable, 1);
-  assert.equal(r.lost, 1);
+  assert.equal(r.unverified, 1);
+  assert.equal(r.lost, 0);
+  // No final read attempted at all counts too.
+  const none = cleanHistory().filter((o) => !(o.client === "c2" && o.final));
+  assert.equal(checkHistory({ ops: none }).unreadable, 1);
 });
 
 test("history checker: a read missing a key acknowledged earlier to the same client is stale", () => {
