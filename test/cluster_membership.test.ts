@@ -53,13 +53,27 @@ test("membership: a voter says dead only after leaseMs + margin of silence, and 
   ping("a", "b");
   const inc = nodes.get("a")!.incarnation;
   clock.t = 5000 + LEASE + MARGIN;
+  ping("b", "c"); // b holds a lease (from c): it may vote
   assert.equal(b.vote("a", inc), false, "not silent long enough");
   clock.t += 1;
   assert.equal(b.vote("a", inc), true);
   assert.equal(b.isDead("a", inc), true);
-  // Final: the dead incarnation never gets a grant again, and learns it was evicted.
-  assert.deepEqual(ping("a", "b"), { evicted: true });
+  // Final: the dead incarnation never gets a grant again. One refusal without a known
+  // certificate is not enough to give up; a second (no majority left to grant) is.
+  assert.deepEqual(ping("a", "b"), { evicted: false });
+  ping("c", "b");
+  assert.equal(nodes.get("c")!.vote("a", inc), true);
+  assert.deepEqual(ping("a", "c"), { evicted: true });
   assert.equal(b.stats().votesGiven, 1);
+});
+
+test("membership: a server without a lease of its own (paused, cut off) does not vote", () => {
+  const clock = { t: 0 };
+  const { nodes, ping } = cluster(["a", "b", "c"], clock);
+  ping("b", "a");
+  clock.t = 10 * LEASE; // b was stopped: its lease ran out, and it has heard from no one since
+  assert.equal(nodes.get("b")!.vote("c", nodes.get("c")!.incarnation), false);
+  assert.equal(nodes.get("b")!.isDead("c"), false);
 });
 
 test("membership: a new incarnation of a peer proves its old one dead, on both sides of a ping", () => {

@@ -19,9 +19,13 @@
  *   side). A server holds a majority lease while itself plus the peers whose
  *   lease has not run out make a majority of the configured servers.
  * - **Votes.** Asked "is Y (incarnation i) dead?", a server votes yes only if
- *   it has not granted Y(i) anything for `leaseMs + marginMs` by its own
- *   clock; a yes is final: it never grants Y(i) again. A death certificate is
- *   a majority of yes votes (the asker's own included).
+ *   it holds a majority lease itself (a server that was paused or cut off
+ *   does not vote) and has not granted Y(i) anything for `leaseMs + marginMs`
+ *   by its own clock; a yes is final: it never grants Y(i) again. A death
+ *   certificate is a majority of yes votes (the asker's own included).
+ * - **Learning one's death.** A server starts a new incarnation when a peer
+ *   that knows of a certificate refuses it, or when so many peers refuse it
+ *   that no majority could ever grant it a lease again.
  * - **Why that is safe.** Say Y acknowledged at time t while holding a
  *   majority lease M, and a certificate V for Y exists. Y is not in V, so
  *   `V ∩ (M \ {Y})` is not empty (|V| ≥ m, |M \ {Y}| ≥ m − 1, and both lie in
@@ -54,8 +58,11 @@ export interface MembershipOptions {
   incarnation?: string;
 }
 
-/** A peer's answer to our ping. */
-export type PingAnswer = { ok: true; incarnation: string } | { ok: false; evicted: true };
+/**
+ * A peer's answer to our ping: a grant, or a refusal (the peer voted our
+ * incarnation dead; `certified` when it knows a majority did).
+ */
+export type PingAnswer = { ok: true; incarnation: string } | { ok: false; evicted: true; certified: boolean };
 
 /** Counters of a membership. */
 export interface MembershipStats {
@@ -91,8 +98,12 @@ export class Membership {
   #granted = new Map<string, { incarnation: string; at: number }>();
   /** The incarnation each peer last showed us. */
   #known = new Map<string, string>();
-  /** Dead incarnations per peer. */
+  /** Dead incarnations per peer (voted dead here, certified, announced, or replaced). */
   #dead = new Map<string, Set<string>>();
+  /** Of those, the ones known dead to a majority (certified, announced, or replaced). */
+  #certified = new Set<string>();
+  /** Peers that refused our current incarnation. */
+  #refusedBy = new Set<string>();
   #counts = { reincarnations: 0, votesGiven: 0, deadIncarnations: 0 };
 
   constructor(options: MembershipOptions) {
@@ -127,8 +138,9 @@ export class Membership {
    * Records that `peer`'s `incarnation` is dead. Returns true if this is news.
    * Callers: a certificate, the peer's own announcement, or a newer incarnation.
    */
-  markDead(peer: string, incarnation: string): boolean {
+  markDead(peer: string, incarnation: string, certified = true): boolean {
     if (peer === this.self) return false;
+    if (certified) this.#certified.add(`${peer}/${incarnation}`);
     let set = this.#dead.get(peer);
     if (set === undefined) this.#dead.set(peer, set = new Set());
     if (set.has(incarnation)) return false;
@@ -143,7 +155,9 @@ export class Membership {
    * Returns the incarnation it replaced, if the peer restarted (now dead).
    */
   answerPing(peer: string, incarnation: string): { answer: PingAnswer; replaced?: string } {
-    if (this.isDead(peer, incarnation)) return { answer: { ok: false, evicted: true } };
+    if (this.isDead(peer, incarnation)) {
+      return { answer: { ok: false, evicted: true, certified: this.#certified.has(`${peer}/${incarnation}`) } };
+    }
     const replaced = this.#noteIncarnation(peer, incarnation);
     this.#granted.set(peer, { incarnation, at: this.now() });
     return { answer: { ok: true, incarnation: this.#incarnation }, replaced };
@@ -155,7 +169,14 @@ export class Membership {
    * or the peer incarnation it replaced, if the peer restarted.
    */
   onPingAnswer(peer: string, sentAt: number, answer: PingAnswer): { evicted: boolean; replaced?: string } {
-    if (!answer.ok) return { evicted: true };
+    if (!answer.ok) {
+      this.#refusedBy.add(peer);
+      this.#leaseUntil.delete(peer);
+      // Evicted for sure, or for good: no majority could grant us a lease any more.
+      const others = this.servers.length - 1;
+      return { evicted: answer.certified || others - this.#refusedBy.size < this.majority - 1 };
+    }
+    this.#refusedBy.delete(peer);
     const replaced = this.#noteIncarnation(peer, answer.incarnation);
     if (this.isDead(peer, answer.incarnation)) return { evicted: false, replaced };
     const until = sentAt + this.leaseMs;
@@ -183,11 +204,12 @@ export class Membership {
   vote(peer: string, incarnation: string, now = this.now()): boolean {
     if (peer === this.self) return false;
     if (this.isDead(peer, incarnation)) return true;
+    if (!this.holdsLease(now)) return false;
     const g = this.#granted.get(peer);
     const last = g !== undefined && g.incarnation === incarnation ? g.at : this.#started;
     if (now - last <= this.leaseMs + this.marginMs) return false;
     this.#counts.votesGiven++;
-    this.markDead(peer, incarnation);
+    this.markDead(peer, incarnation, false);
     return true;
   }
 
@@ -196,6 +218,7 @@ export class Membership {
     this.#incarnation = incarnation;
     this.#leaseUntil.clear();
     this.#granted.clear();
+    this.#refusedBy.clear();
     this.#started = this.now();
     this.#counts.reincarnations++;
   }

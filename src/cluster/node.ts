@@ -338,6 +338,7 @@ export class ClusterNode {
       this.#reincarnate(peer);
       throw new Error(`peer '${peer}' says this server's incarnation was declared dead; starting anew`);
     }
+    if (!answer.ok) throw new Error(`peer '${peer}' voted this server's incarnation dead; it grants no lease`);
     if (replaced !== undefined) this.#declareDead(peer, replaced);
   }
 
@@ -601,7 +602,7 @@ export class ClusterNode {
 function checkPingAnswer(value: unknown): PingAnswer {
   const a = value as { ok?: unknown; incarnation?: unknown; evicted?: unknown } | null;
   if (a?.ok === true && typeof a.incarnation === "string") return { ok: true, incarnation: a.incarnation };
-  if (a?.ok === false && a.evicted === true) return { ok: false, evicted: true };
+  if (a?.ok === false && a.evicted === true) return { ok: false, evicted: true, certified: (a as { certified?: unknown }).certified === true };
   throw new Error(`ping answer must be {ok, incarnation} or {ok: false, evicted}: got ${JSON.stringify(value)}`);
 }
 
