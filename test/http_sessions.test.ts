@@ -123,7 +123,7 @@ test("http withSessions creates a session on first write and names primary and s
   await none.body?.cancel();
   const login = await fetch(`${a.url}/login?user=ada`);
   const setCookie = login.headers.get("set-cookie")!;
-  assert.match(setCookie, /^sid=[A-Za-z0-9_-]{22}!a![bc]; Path=\/; HttpOnly; SameSite=Lax$/);
+  assert.match(setCookie, /^sid=[A-Za-z0-9_-]{22}!a![bc]![A-Za-z0-9_-]{22}; Path=\/; HttpOnly; SameSite=Lax$/);
   assert.equal(login.headers.get("x-replication"), "transport");
   await login.body?.cancel();
   const cookie = cookieOf(login)!;
@@ -160,7 +160,7 @@ test("http session survives the loss of its primary: another server serves it wi
   // a left: its secondary promoted the session (epoch 2), then handed it to this server (epoch 3).
   assert.deepEqual(await r.json(), { user: "bob", cart: ["pear", "fig"], epoch: 3 });
   cookie = cookieOf(r)!;
-  assert.match(cookie, new RegExp(`^sid=[A-Za-z0-9_-]{22}!${other}!${secondary}$`));
+  assert.match(cookie, new RegExp(`^sid=[A-Za-z0-9_-]{22}!${other}!${secondary}![A-Za-z0-9_-]{22}$`));
   shopCluster.clusters.delete("a");
   shopCluster.servers.delete("a");
   await shopCluster.close();
@@ -229,3 +229,32 @@ for (const mode of ["none", "transport"] as const) {
     await shopCluster.close();
   });
 }
+
+test("http cookies are signed: an edited or made-up cookie starts a fresh session and fetches nothing", async () => {
+  const shopCluster = await startShop(["a", "b", "c"], "applied");
+  const a = shopCluster.servers.get("a")!;
+  const login = await fetch(`${a.url}/login?user=eve`);
+  await login.body?.cancel();
+  const cookie = cookieOf(login)!;
+  const [id, primary, secondary, mac] = cookie.slice(4).split("!");
+  const b = shopCluster.servers.get("b")!;
+  const forgeries = [
+    `sid=${id}!${primary}!${secondary === "b" ? "c" : "b"}!${mac}`, // rerouted
+    `sid=${id}!${primary}!${secondary}`, // MAC stripped (the old unsigned format)
+    `sid=${id}!${primary}!${secondary}!${mac.slice(0, -2)}AA`, // MAC altered
+    `sid=${"A".repeat(22)}!a!b!${mac}`, // made up
+  ];
+  const before = shopCluster.clusters.get("b")!.stats();
+  for (const forged of forgeries) {
+    const r = await fetch(`${b.url}/cart`, { headers: { cookie: forged } });
+    assert.deepEqual((await r.json()).user, null, `no data for ${forged}`);
+  }
+  const after = shopCluster.clusters.get("b")!.stats();
+  assert.equal(after.failover.badCookies - before.failover.badCookies, forgeries.length);
+  assert.equal(after.failover.migrated, before.failover.migrated, "nothing was taken over");
+  assert.equal(after.failover.lost, before.failover.lost, "nothing was looked up on the peers");
+  // The real cookie still works at its primary.
+  const mine = await fetch(`${a.url}/cart`, { headers: { cookie } });
+  assert.equal((await mine.json()).user, "eve");
+  await shopCluster.close();
+});

@@ -6,7 +6,7 @@
  * @module
  */
 export { authenticate, AuthError, type AuthOptions } from "./auth.ts";
-export { formatSessionCookie, parseSessionCookie, readCookie, type SessionLocator } from "./cookie.ts";
+export { formatSessionCookie, parseSessionCookie, readCookie, SessionCookieSigner, type SessionLocator } from "./cookie.ts";
 export { ClusterNode, type ClusterNodeOptions, type ClusterNodeStats, type PeerState } from "./node.ts";
 export { Membership, type MembershipOptions, type MembershipStats } from "./membership.ts";
 export { isValidPeerId, type PeerConfig, validatePeers } from "./peers.ts";

@@ -76,7 +76,7 @@ import { REPLICATE_METHOD, type ReplicationOutcome, Replicator, type ReplicatorS
 import { SessionStore, type SessionStoreStats } from "../session/store.ts";
 import type { Attributes, SessionRecord, SnapshotUpdate } from "../session/types.ts";
 import { parseUpdate } from "../session/update.ts";
-import { formatSessionCookie, type SessionLocator } from "./cookie.ts";
+import { SessionCookieSigner, type SessionLocator } from "./cookie.ts";
 import { ClusterNode, type ClusterNodeStats } from "./node.ts";
 import type { PeerConfig } from "./peers.ts";
 import { chooseSecondary } from "./rendezvous.ts";
@@ -156,6 +156,8 @@ export interface SessionClusterStats {
     unavailable: number;
     /** Sessions dropped because this server was declared dead and started a new incarnation. */
     discarded: number;
+    /** Cookies whose MAC did not match (edited or made up): a fresh session, nothing looked up. */
+    badCookies: number;
   };
 }
 
@@ -191,7 +193,9 @@ export class SessionCluster {
   /** Sessions being handed over: new requests wait (503). */
   #handing = new Set<string>();
   #closed = false;
+  #cookies: SessionCookieSigner;
   #counts = {
+    badCookies: 0,
     promoted: 0,
     migrated: 0,
     lost: 0,
@@ -209,6 +213,7 @@ export class SessionCluster {
     this.ackTimeoutMs = options.ackTimeoutMs ?? 1000;
     this.#logger = options.logger ?? console;
     this.#fetchTimeoutMs = options.fetchTimeoutMs ?? 5000;
+    this.#cookies = new SessionCookieSigner(options.secret);
     this.store = new SessionStore({
       self: options.self,
       codec: options.codec,
@@ -251,9 +256,16 @@ export class SessionCluster {
     return this.node.waitForPeers(timeoutMs);
   }
 
-  /** The cookie value naming where session `record` lives. */
+  /** The signed cookie value naming where session `record` lives (see `cookie.ts`). */
   cookieFor(record: SessionRecord): string {
-    return formatSessionCookie({ id: record.id, primary: record.primary, secondary: record.secondary });
+    return this.#cookies.format({ id: record.id, primary: record.primary, secondary: record.secondary });
+  }
+
+  /** The locator of a cookie value this cluster signed; `undefined` if it was edited, made up or malformed. */
+  verifyCookie(value: string | undefined | null): SessionLocator | undefined {
+    const locator = this.#cookies.verify(value);
+    if (value && locator === undefined) this.#counts.badCookies++;
+    return locator;
   }
 
   /** Creates a session with this server as primary and a secondary chosen by rendezvous hashing. */
@@ -515,6 +527,11 @@ export class SessionCluster {
         }
         break;
       }
+    }
+    const held = this.store.get(id);
+    if (held?.role === "replica" && !held.expired) {
+      // We hold the copy: its primary is alive and did not hand it over, or is dead and the promotion is pending.
+      unavailable ??= `this server holds its replica; its primary '${held.primary}' has not handed it over or been promoted from yet`;
     }
     if (unavailable !== undefined) throw this.#unavailable(`session '${id}' cannot be taken over now (${unavailable}); try again`);
     this.#counts.lost++;
