@@ -27,6 +27,10 @@
  * Decoding checks every length against the frame before reading: the frame's
  * total length must be exactly `12 + nameLen + argsLen` (or `12 + bodyLen`).
  *
+ * Method names are encoded once (and decoded once) per distinct name: both
+ * directions keep a small table, so a call costs no UTF-8 work for its name.
+ * Headers are written and read byte by byte, with no `DataView` per frame.
+ *
  * @module
  */
 
@@ -72,6 +76,60 @@ export class RmiFrameError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Names kept per table; a program with more distinct names pays the UTF-8 work for the rest. */
+const NAME_TABLE_MAX = 1024;
+/** Method name → its UTF-8 bytes, checked once. */
+const encodedNames = new Map<string, Uint8Array>();
+/** Names decoded from frames, by length then bytes (a short linear scan: names are few). */
+const decodedNames: Array<Array<{ bytes: Uint8Array; name: string }> | undefined> = [];
+let decodedCount = 0;
+
+function encodeName(method: string): Uint8Array {
+  let name = encodedNames.get(method);
+  if (name) return name;
+  name = encoder.encode(method);
+  if (name.byteLength < 1 || name.byteLength > MAX_METHOD_NAME_BYTES) {
+    throw new RangeError(
+      `RMI method name must be 1..${MAX_METHOD_NAME_BYTES} bytes of UTF-8: got ${name.byteLength} ('${method}')`,
+    );
+  }
+  if (encodedNames.size < NAME_TABLE_MAX) encodedNames.set(method, name);
+  return name;
+}
+
+function decodeName(bytes: Uint8Array, start: number, len: number): string {
+  const list = decodedNames[len];
+  if (list) {
+    outer: for (const e of list) {
+      const b = e.bytes;
+      for (let i = 0; i < len; i++) if (b[i] !== bytes[start + i]) continue outer;
+      return e.name;
+    }
+  }
+  let name: string;
+  try {
+    name = decoder.decode(bytes.subarray(start, start + len));
+  } catch {
+    throw new RmiFrameError("RMI call method name is not valid UTF-8");
+  }
+  if (decodedCount < NAME_TABLE_MAX) {
+    decodedCount++;
+    (decodedNames[len] ??= []).push({ bytes: bytes.slice(start, start + len), name });
+  }
+  return name;
+}
+
+function put32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
+
+function get32(b: Uint8Array, o: number): number {
+  return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+}
+
 /** Builds a CALL frame. Throws `RangeError` for a bad method name or call id. */
 export function encodeCall(
   callId: number,
@@ -79,21 +137,17 @@ export function encodeCall(
   ack: AckMode,
   args: Uint8Array,
 ): Uint8Array {
-  const name = encoder.encode(method);
-  if (name.byteLength < 1 || name.byteLength > MAX_METHOD_NAME_BYTES) {
-    throw new RangeError(
-      `RMI method name must be 1..${MAX_METHOD_NAME_BYTES} bytes of UTF-8: got ${name.byteLength} ('${method}')`,
-    );
-  }
+  const name = encodeName(method);
   checkU32("callId", callId);
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + name.byteLength + args.byteLength);
-  const view = new DataView(frame.buffer);
-  view.setUint8(0, FrameKind.Call);
-  view.setUint8(1, ACK_CODES[ack]);
-  view.setUint16(2, name.byteLength);
-  view.setUint32(4, callId);
-  view.setUint32(8, args.byteLength);
-  frame.set(name, FRAME_HEADER_BYTES);
+  const n = name.byteLength;
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + n + args.byteLength);
+  frame[0] = FrameKind.Call;
+  frame[1] = ACK_CODES[ack];
+  frame[2] = n >>> 8;
+  frame[3] = n;
+  put32(frame, 4, callId);
+  put32(frame, 8, args.byteLength);
+  for (let i = 0; i < n; i++) frame[FRAME_HEADER_BYTES + i] = name[i];
   frame.set(args, FRAME_HEADER_BYTES + name.byteLength);
   return frame;
 }
@@ -102,10 +156,9 @@ export function encodeCall(
 export function encodeReply(callId: number, ok: boolean, body: Uint8Array): Uint8Array {
   checkU32("callId", callId);
   const frame = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength);
-  const view = new DataView(frame.buffer);
-  view.setUint8(0, ok ? FrameKind.ReplyOk : FrameKind.ReplyError);
-  view.setUint32(4, callId);
-  view.setUint32(8, body.byteLength);
+  frame[0] = ok ? FrameKind.ReplyOk : FrameKind.ReplyError;
+  put32(frame, 4, callId);
+  put32(frame, 8, body.byteLength);
   frame.set(body, FRAME_HEADER_BYTES);
   return frame;
 }
@@ -131,17 +184,16 @@ export function decodeFrame(bytes: Uint8Array): Frame {
       `RMI frame must be at least ${FRAME_HEADER_BYTES} bytes: got ${bytes.byteLength}`,
     );
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const kind = view.getUint8(0);
-  const callId = view.getUint32(4);
-  const bodyLen = view.getUint32(8);
+  const kind = bytes[0];
+  const callId = get32(bytes, 4);
+  const bodyLen = get32(bytes, 8);
   if (kind === FrameKind.Call) {
-    const ackCode = view.getUint8(1);
+    const ackCode = bytes[1];
     const ack = ACK_MODES[ackCode];
     if (ack === undefined) {
       throw new RmiFrameError(`RMI call ack code must be 0, 1 or 2: got ${ackCode}`);
     }
-    const nameLen = view.getUint16(2);
+    const nameLen = (bytes[2] << 8) | bytes[3];
     if (nameLen < 1 || nameLen > MAX_METHOD_NAME_BYTES) {
       throw new RmiFrameError(
         `RMI call method name length must be 1..${MAX_METHOD_NAME_BYTES}: got ${nameLen}`,
@@ -153,17 +205,12 @@ export function decodeFrame(bytes: Uint8Array): Frame {
         `RMI call frame length must be 12 + nameLen ${nameLen} + argsLen ${bodyLen} = ${expected}: got ${bytes.byteLength}`,
       );
     }
-    let method: string;
-    try {
-      method = decoder.decode(bytes.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + nameLen));
-    } catch {
-      throw new RmiFrameError("RMI call method name is not valid UTF-8");
-    }
+    const method = decodeName(bytes, FRAME_HEADER_BYTES, nameLen);
     const args = bytes.subarray(FRAME_HEADER_BYTES + nameLen);
     return { kind: "call", ack, callId, method, args };
   }
   if (kind === FrameKind.ReplyOk || kind === FrameKind.ReplyError) {
-    if (view.getUint8(1) !== 0 || view.getUint16(2) !== 0) {
+    if (bytes[1] !== 0 || bytes[2] !== 0 || bytes[3] !== 0) {
       throw new RmiFrameError("RMI reply reserved bytes 1..3 must be zero");
     }
     const expected = FRAME_HEADER_BYTES + bodyLen;

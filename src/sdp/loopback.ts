@@ -16,6 +16,13 @@
  * event, fail a READ with a status, disconnect at any moment (both sides see
  * `closed`), or decide per event with `intercept`.
  *
+ * The data path allocates little: channels are fixed records (no string
+ * keys), scheduled events are pooled records (no closure per event), the
+ * `LoopbackEvent` a fault hook sees is built only when a hook is set, and
+ * the clock is read only when an event is delayed. Each receive buffer and
+ * send slot holds `recvBufferSize` bytes plus a frame header, so a message
+ * of exactly `recvBufferSize` bytes (64 KiB by default) travels in one frame.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -34,6 +41,7 @@ import {
   resolveSizes,
 } from "./link.ts";
 import { type SocketOptions, SdpSocket } from "./socket.ts";
+import { HEADER_SIZE } from "./wire.ts";
 
 /** One scheduled event, as `intercept` sees it. */
 export interface LoopbackEvent {
@@ -105,6 +113,16 @@ export class LoopbackFaults {
     this._disconnect?.(error);
   }
 
+  /** @internal Whether any event can get another verdict than "deliver" (a hook or a one-shot fault is set). */
+  _active(): boolean {
+    return this.#intercept !== undefined || this.#once.length > 0;
+  }
+
+  /** @internal Whether channels are interleaved at random. */
+  _reordering(): boolean {
+    return this.#rng !== undefined;
+  }
+
   /** @internal */
   _verdict(e: LoopbackEvent): LoopbackVerdict {
     const v = this.#intercept?.(e);
@@ -120,91 +138,159 @@ export class LoopbackFaults {
   }
 }
 
+const OP_FRAME = 0, OP_SEND_DONE = 1, OP_READ = 2;
+const KINDS: LoopbackEvent["kind"][] = ["frame", "sendDone", "readDone"];
+
+/** One scheduled event: a pooled record, run by `LoopbackLink._run`. */
 interface Scheduled {
-  event: LoopbackEvent;
-  run: (verdict: LoopbackVerdict) => void;
+  op: number;
+  /** The link that posted the operation (frames: the sender). */
+  link: LoopbackLink;
+  /** The side whose handler receives the event. */
+  side: 0 | 1;
+  slot: number;
+  length: number;
+  mid: number | undefined;
+  token: number;
+  sinkOffset: number;
+  remoteAddr: bigint;
+  rkey: number;
   notBefore: number;
   verdict: LoopbackVerdict | undefined;
 }
 
+/** One channel: events that keep their order among themselves. */
+interface Channel {
+  q: Scheduled[];
+}
+
 /** Runs the events of one pair, channel by channel. */
 class Scheduler {
-  readonly #channels = new Map<string, Scheduled[]>();
+  /** Channels in the order of their first use (the order a FIFO run visits them). */
+  readonly #order: Channel[] = [];
+  /** Channel by `op * 2 + side of the posting link`. */
+  readonly #byKey: (Channel | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  readonly #pool: Scheduled[] = [];
+  /** Ready heads and their queues (scratch of `#runReady`; at most one per channel). */
+  readonly #heads: (Scheduled | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  readonly #queues: (Scheduled[] | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
   readonly faults: LoopbackFaults;
   #armed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #runBound = () => {
+    this.#armed = false;
+    this.#runReady();
+  };
   stopped = false;
 
   constructor(faults: LoopbackFaults) {
     this.faults = faults;
     faults._release = () => {
-      for (const q of this.#channels.values()) if (q[0]?.notBefore === Infinity) q[0].notBefore = 0;
+      for (const c of this.#order) if (c.q[0]?.notBefore === Infinity) c.q[0].notBefore = 0;
       this.#arm();
     };
   }
 
-  add(channel: string, event: LoopbackEvent, run: (v: LoopbackVerdict) => void): void {
+  /** A record to fill and `add` (from the pool). */
+  take(op: number, link: LoopbackLink, side: 0 | 1, length: number): Scheduled {
+    const e = this.#pool.pop();
+    if (e) {
+      e.op = op;
+      e.link = link;
+      e.side = side;
+      e.length = length;
+      e.mid = undefined;
+      e.notBefore = 0;
+      e.verdict = undefined;
+      return e;
+    }
+    return { op, link, side, slot: 0, length, mid: undefined, token: 0, sinkOffset: 0, remoteAddr: 0n, rkey: 0, notBefore: 0, verdict: undefined };
+  }
+
+  /** Queues `e` on the channel of its kind and posting side `from`. */
+  add(from: 0 | 1, e: Scheduled): void {
     if (this.stopped) return;
-    let q = this.#channels.get(channel);
-    if (!q) this.#channels.set(channel, q = []);
-    q.push({ event, run, notBefore: 0, verdict: undefined });
+    const key = e.op * 2 + from;
+    let c = this.#byKey[key];
+    if (!c) {
+      c = { q: [] };
+      this.#byKey[key] = c;
+      this.#order.push(c);
+    }
+    c.q.push(e);
     this.#arm();
   }
 
   stop(): void {
     this.stopped = true;
-    this.#channels.clear();
+    for (const c of this.#order) c.q.length = 0;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
   }
 
   #arm(): void {
     if (this.#armed || this.stopped) return;
     this.#armed = true;
-    setImmediate(() => {
-      this.#armed = false;
-      this.#runReady();
-    });
+    setImmediate(this.#runBound);
+  }
+
+  #event(h: Scheduled): LoopbackEvent {
+    return { side: h.side, kind: KINDS[h.op], length: h.length, mid: h.mid };
   }
 
   #runReady(): void {
+    const faults = this.faults;
+    const heads = this.#heads, queues = this.#queues;
     for (let budget = 100000; budget > 0 && !this.stopped; budget--) {
-      const t = performance.now();
-      const heads: Scheduled[] = [];
-      const queues: Scheduled[][] = [];
+      let t = -1; // the clock, read only if an event is delayed
+      let ready = 0;
+      // With no hook, no one-shot fault and no reordering, the first ready channel runs and
+      // the others need not be looked at; otherwise every head gets its verdict, in channel order.
+      const active = faults._active();
+      const pickFirst = !active && !faults._reordering();
       let wakeAt = Infinity;
-      for (const q of this.#channels.values()) {
+      const order = this.#order;
+      for (let ci = 0; ci < order.length; ci++) {
+        const q = order[ci].q;
         if (q.length === 0) continue;
         const h = q[0];
         if (h.verdict === undefined) {
-          h.verdict = this.faults._verdict(h.event);
+          h.verdict = active ? faults._verdict(this.#event(h)) : "deliver";
           if (h.verdict === "hold") {
             h.notBefore = Infinity;
             h.verdict = "deliver";
           } else if (typeof h.verdict === "object" && "delayMs" in h.verdict) {
+            if (t < 0) t = performance.now();
             h.notBefore = t + h.verdict.delayMs;
             h.verdict = "deliver";
           }
         }
-        if (h.notBefore > t) {
-          if (h.notBefore !== Infinity) wakeAt = Math.min(wakeAt, h.notBefore);
-          continue;
+        if (h.notBefore !== 0) {
+          if (h.notBefore === Infinity) continue;
+          if (t < 0) t = performance.now();
+          if (h.notBefore > t) {
+            wakeAt = Math.min(wakeAt, h.notBefore);
+            continue;
+          }
         }
-        heads.push(h);
-        queues.push(q);
+        heads[ready] = h;
+        queues[ready++] = q;
+        if (pickFirst) break;
       }
-      if (heads.length === 0) {
+      if (ready === 0) {
         if (wakeAt !== Infinity && this.#timer === undefined) {
           this.#timer = setTimeout(() => {
             this.#timer = undefined;
             this.#runReady();
-          }, Math.ceil(wakeAt - t));
+          }, Math.ceil(wakeAt - (t < 0 ? performance.now() : t)));
         }
         return;
       }
-      const i = this.faults._pick(heads.length);
-      queues[i].shift();
-      const h = heads[i];
-      if (h.verdict !== "drop") h.run(h.verdict!);
+      const i = faults._pick(ready);
+      queues[i]!.shift();
+      const h = heads[i]!;
+      for (let k = 0; k < ready; k++) heads[k] = queues[k] = undefined;
+      if (h.verdict !== "drop") h.link._run(h);
+      this.#pool.push(h);
     }
     this.#arm();
   }
@@ -233,10 +319,12 @@ export class LoopbackLink implements Link {
     this.#side = side;
     this.#sched = sched;
     this.remoteAddress = remoteAddress;
-    const { recvBufferSize, recvBufferCount, sendSlots, maxMessageSize } = sizes;
-    this.capabilities = linkCapabilities(sizes, true, true);
-    this.#recv = carve(new Uint8Array(recvBufferSize * recvBufferCount), recvBufferCount, recvBufferSize);
-    this.#slots = carve(new Uint8Array(recvBufferSize * sendSlots), sendSlots, recvBufferSize);
+    const { recvBufferCount, sendSlots, maxMessageSize } = sizes;
+    // A buffer holds recvBufferSize bytes of payload plus a header: a 64 KiB message is one frame.
+    const frameSize = sizes.recvBufferSize + HEADER_SIZE;
+    this.capabilities = linkCapabilities({ ...sizes, recvBufferSize: frameSize }, true, true);
+    this.#recv = carve(new Uint8Array(frameSize * recvBufferCount), recvBufferCount, frameSize);
+    this.#slots = carve(new Uint8Array(frameSize * sendSlots), sendSlots, frameSize);
     for (let i = 0; i < recvBufferCount; i++) this.#posted.push(i);
     this.source = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side], rkey: 0x1000 + side * 0x111 };
     this.sink = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side] + 0x100000000n, rkey: 0 };
@@ -254,30 +342,10 @@ export class LoopbackLink implements Link {
   postSend(slot: number, length: number): void {
     if (this.#closed) return;
     const from = this.#side;
-    const to = (1 - from) as 0 | 1;
-    const event: LoopbackEvent = { side: to, kind: "frame", length, mid: this.#slots[slot][0] };
-    this.#sched.add(`frames${from}`, event, () => {
-      const peer = this.peer;
-      if (peer.#closed || this.#closed) return;
-      const index = peer.#posted.shift();
-      if (index === undefined) {
-        return this.#sched.faults.disconnect(
-          new Error("receiver not ready: a frame arrived with no receive buffer posted (credits were ignored)"),
-        );
-      }
-      const buf = peer.#recv[index];
-      buf.set(this.#slots[slot].subarray(0, length));
-      peer.#deliver((e) => e.frame(buf.subarray(0, length), index));
-      this.#sched.add(`sendDone${from}`, { side: from, kind: "sendDone", length, mid: undefined }, () => {
-        if (!this.#closed) this.#events!.sendDone(slot);
-      });
-    });
-  }
-
-  #deliver(f: (e: LinkEvents) => void): void {
-    if (this.#closed) return;
-    if (this.#events) f(this.#events);
-    else this.#early.push(() => f(this.#events!));
+    const e = this.#sched.take(OP_FRAME, this, (1 - from) as 0 | 1, length);
+    e.slot = slot;
+    e.mid = this.#slots[slot][0];
+    this.#sched.add(from, e);
   }
 
   repost(bufferIndex: number): void {
@@ -287,19 +355,54 @@ export class LoopbackLink implements Link {
   postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void {
     if (this.#closed) return;
     const side = this.#side;
-    this.#sched.add(`reads${side}`, { side, kind: "readDone", length, mid: undefined }, (verdict) => {
-      if (this.#closed) return;
-      const src = this.peer.source;
-      const off = Number(remoteAddr - src.addr);
-      if (typeof verdict === "object" && "fail" in verdict) {
-        return this.#events!.readFailed(token, new Error(`RDMA READ failed: ${verdict.fail}`));
-      }
-      if (rkey !== src.rkey || off < 0 || off + length > src.bytes.length || sinkOffset + length > this.sink.bytes.length) {
-        return this.#events!.readFailed(token, new Error("RDMA READ failed: remote access error"));
-      }
-      this.sink.bytes.set(src.bytes.subarray(off, off + length), sinkOffset);
-      this.#events!.readDone(token);
-    });
+    const e = this.#sched.take(OP_READ, this, side, length);
+    e.token = token;
+    e.sinkOffset = sinkOffset;
+    e.remoteAddr = remoteAddr;
+    e.rkey = rkey;
+    this.#sched.add(side, e);
+  }
+
+  /** @internal Runs a scheduled event posted by this link. */
+  _run(e: Scheduled): void {
+    if (this.#closed) return;
+    if (e.op === OP_FRAME) return this.#arrive(e.slot, e.length);
+    if (e.op === OP_SEND_DONE) return this.#events!.sendDone(e.slot);
+    const verdict = e.verdict;
+    const { token, sinkOffset, length, remoteAddr, rkey } = e;
+    const src = this.peer.source;
+    const off = Number(remoteAddr - src.addr);
+    if (typeof verdict === "object" && "fail" in verdict) {
+      return this.#events!.readFailed(token, new Error(`RDMA READ failed: ${verdict.fail}`));
+    }
+    if (rkey !== src.rkey || off < 0 || off + length > src.bytes.length || sinkOffset + length > this.sink.bytes.length) {
+      return this.#events!.readFailed(token, new Error("RDMA READ failed: remote access error"));
+    }
+    this.sink.bytes.set(src.bytes.subarray(off, off + length), sinkOffset);
+    this.#events!.readDone(token);
+  }
+
+  /** A frame posted from `slot` lands in the peer's oldest posted buffer; then this side's send completes. */
+  #arrive(slot: number, length: number): void {
+    const peer = this.peer;
+    if (peer.#closed) return;
+    const index = peer.#posted.shift();
+    if (index === undefined) {
+      return this.#sched.faults.disconnect(
+        new Error("receiver not ready: a frame arrived with no receive buffer posted (credits were ignored)"),
+      );
+    }
+    const buf = peer.#recv[index];
+    const from = this.#slots[slot];
+    if (length <= 128) for (let i = 0; i < length; i++) buf[i] = from[i];
+    else buf.set(from.subarray(0, length));
+    const view = buf.subarray(0, length);
+    if (peer.#events) peer.#events.frame(view, index);
+    else peer.#early.push(() => peer.#events!.frame(view, index));
+    const side = this.#side;
+    const done = this.#sched.take(OP_SEND_DONE, this, side, length);
+    done.slot = slot;
+    this.#sched.add(side, done);
   }
 
   /** @internal set by the pair: closes both sides. */

@@ -170,6 +170,7 @@ export class SdpSocket implements MessageSocket {
       cancelTimeoutMs: options.cancelTimeoutMs ?? SOCKET_DEFAULTS.cancelTimeoutMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SOCKET_DEFAULTS.handshakeTimeoutMs,
       closeTimeoutMs: options.closeTimeoutMs ?? SOCKET_DEFAULTS.closeTimeoutMs,
+      clock: now, // read only where a deadline is armed: data-path inputs pass no time
     });
     this.closed = new Promise((r) => (this.#resolveClosed = r));
     this.#ready = new Promise((resolve, reject) => (this.#open = { resolve, reject }));
@@ -208,11 +209,11 @@ export class SdpSocket implements MessageSocket {
 
   #events(): LinkEvents {
     return {
-      frame: (view, index) => this.#input(() => this.#engine.frame(view, index, now())),
-      sendDone: (slot) => this.#input(() => this.#engine.sendDone(slot, now())),
+      frame: (view, index) => this.#input(() => this.#engine.frame(view, index)),
+      sendDone: (slot) => this.#input(() => this.#engine.sendDone(slot)),
       sendFailed: (slot, err) => this.#input(() => this.#engine.sendFailed(slot, err)),
-      readDone: (token) => this.#input(() => this.#engine.readDone(token, now())),
-      readFailed: (token, err) => this.#input(() => this.#engine.readFailed(token, err, now())),
+      readDone: (token) => this.#input(() => this.#engine.readDone(token)),
+      readFailed: (token, err) => this.#input(() => this.#engine.readFailed(token, err)),
       closed: (err) => {
         this.#linkClosed = true;
         this.#input(() => this.#engine.linkClosed(err));
@@ -296,9 +297,9 @@ export class SdpSocket implements MessageSocket {
         const view = bytes.subarray(0, length);
         if (offset === undefined) {
           if (this.#waiting.length > 0) this.#waiting.push({ kind: "send", id, bytes: view });
-          else this.#engine.send(id, view, undefined, false, now());
+          else this.#engine.send(id, view, undefined, false);
         } else if (this.#waiting.length > 0) this.#waiting.push({ kind: "commit", id, bytes: view, offset });
-        else this.#engine.send(id, view, offset, false, now());
+        else this.#engine.send(id, view, offset, false);
         this.#drain();
         return p;
       },
@@ -324,10 +325,10 @@ export class SdpSocket implements MessageSocket {
       const view = this.#link.source!.bytes.subarray(off, off + bytes.length);
       view.set(bytes);
       this.#pending.get(id)!.arenaOffset = off;
-      this.#engine.send(id, view, off, false, now());
+      this.#engine.send(id, view, off, false);
       return true;
     }
-    this.#engine.send(id, bytes, undefined, borrowed, now());
+    this.#engine.send(id, bytes, undefined, borrowed);
     return true;
   }
 
@@ -337,7 +338,7 @@ export class SdpSocket implements MessageSocket {
       if (w.kind === "send") {
         if (!this.#admit(w.id, w.bytes, false)) return;
       } else if (w.kind === "commit") {
-        this.#engine.send(w.id, w.bytes, w.offset, false, now());
+        this.#engine.send(w.id, w.bytes, w.offset, false);
       } else {
         const off = this.#arena!.alloc(w.length);
         if (off < 0) return;
@@ -350,7 +351,7 @@ export class SdpSocket implements MessageSocket {
   /** @internal called by a received message's `release()`. */
   _release(handle: ReleaseHandle): void {
     if (this.#engineClosed) return;
-    this.#engine.release(handle, now());
+    this.#engine.release(handle);
     this.#drain();
   }
 
@@ -373,7 +374,7 @@ export class SdpSocket implements MessageSocket {
       this.#ackQueued = true;
       queueMicrotask(() => {
         this.#ackQueued = false;
-        this.#engine.flushAcks(now());
+        this.#engine.flushAcks();
         this.#ackBlocked = this.#engine.ackOwed;
         this.#drain();
       });
