@@ -187,9 +187,25 @@ interface IncomingZcopy {
   cancelRequested: boolean;
 }
 
+/** A post action that is its own frame (`frame === this`). */
+interface PostRecord extends Frame {
+  type: "post";
+  slot: number;
+  frame: Frame;
+}
+
+/** A DATA post action that is its own frame and body. */
+interface DataPostRecord extends PostRecord {
+  mid: typeof MID.Data;
+  more: boolean;
+  total: number | undefined;
+  payload: Uint8Array;
+}
+
 const CONTROL_CREDITS = 2;
 const DATA_CREDITS = CONTROL_CREDITS + 1;
 const NO_ACTIONS: EngineAction[] = Object.freeze([]) as unknown as EngineAction[];
+const NO_BYTES = new Uint8Array(0);
 const defaultClock = () => performance.now();
 
 export class Engine {
@@ -226,6 +242,11 @@ export class Engine {
   /** A released reassembly buffer, for the next fragmented message. */
   #spare: Uint8Array | undefined;
   readonly #rx: RxFrame = rxFrame();
+  /** Per receive buffer, made once: its release handle and its repost action (both immutable). */
+  readonly #bufferHandles: ReleaseHandle[] = [];
+  readonly #repostActions: EngineAction[] = [];
+  /** Settled messages, for reuse (no object per send on the data path). */
+  readonly #freeMessages: OutMessage[] = [];
   readonly #clock: () => number;
   #incomingZ: IncomingZcopy | undefined;
   #readToken: number;
@@ -254,6 +275,10 @@ export class Engine {
     this.#posted = options.recvBufferCount;
     for (let i = options.sendSlots - 1; i >= 0; i--) this.#freeSlots.push(i);
     this.#sinkRing = options.sink ? new RingAllocator(options.sink.length) : undefined;
+    for (let i = 0; i < options.recvBufferCount; i++) {
+      this.#bufferHandles.push(Object.freeze({ kind: "buffer", index: i }));
+      this.#repostActions.push(Object.freeze({ type: "repost", bufferIndex: i }));
+    }
     this.#clock = options.clock ?? defaultClock;
     const first = options.firstReadToken ?? 1;
     if (!Number.isInteger(first) || first < 1 || first > MAX_READ_TOKEN) {
@@ -347,18 +372,32 @@ export class Engine {
       this.#actions.push({ type: "reject", id, error: err });
       return;
     }
-    const m: OutMessage = {
-      id,
-      bytes,
-      sourceOffset,
-      mode: undefined,
-      sent: 0,
-      lastMseq: -1,
-      done: false,
-      zstate: undefined,
-      deadline: Infinity,
-      fellBack: false,
-    };
+    let m = this.#freeMessages.pop();
+    if (m) {
+      m.id = id;
+      m.bytes = bytes;
+      m.sourceOffset = sourceOffset;
+      m.mode = undefined;
+      m.sent = 0;
+      m.lastMseq = -1;
+      m.done = false;
+      m.zstate = undefined;
+      m.deadline = Infinity;
+      m.fellBack = false;
+    } else {
+      m = {
+        id,
+        bytes,
+        sourceOffset,
+        mode: undefined,
+        sent: 0,
+        lastMseq: -1,
+        done: false,
+        zstate: undefined,
+        deadline: Infinity,
+        fellBack: false,
+      };
+    }
     this.#sendQueue.push(m);
     this.#pump(now);
     if (borrowed && this.#sendQueue.includes(m)) m.bytes = m.bytes.slice();
@@ -663,7 +702,7 @@ export class Engine {
       return;
     }
     if (more) throw new ProtocolError(`DATA fragment with MORE but no HEAD outside a fragmented message`);
-    this.#deliver(view.subarray(start), { kind: "buffer", index });
+    this.#deliver(view.subarray(start), this.#bufferHandles[index] ?? { kind: "buffer", index });
   }
 
   /** Takes mseq_ack and bufs from a valid frame. */
@@ -698,7 +737,7 @@ export class Engine {
 
   #repost(index: number): void {
     this.#posted++;
-    this.#actions.push({ type: "repost", bufferIndex: index });
+    this.#actions.push(this.#repostActions[index] ?? { type: "repost", bufferIndex: index });
   }
 
   #startRead(): void {
@@ -741,7 +780,37 @@ export class Engine {
     this.#lastSentAck = this.#rxNext - 1;
     this.#lastSentBufs = this.#posted;
     this.#ackOwed = false;
-    this.#actions.push({ type: "post", slot, frame: { bufs: this.#posted, mseq, mseqAck: this.#rxNext - 1, body } });
+    // One record is the action and its frame (`frame` points back at it).
+    const a: PostRecord = { type: "post", slot, frame: undefined!, bufs: this.#posted, mseq, mseqAck: this.#rxNext - 1, body };
+    a.frame = a;
+    this.#actions.push(a);
+    return mseq;
+  }
+
+  /** Posts a DATA frame: one record is the action, its frame and its body. */
+  #postData(more: boolean, total: number | undefined, payload: Uint8Array): number {
+    const slot = this.#freeSlots.pop()!;
+    const mseq = this.#txNext++;
+    this.#slotMseq[slot] = mseq;
+    this.#lastSentAck = this.#rxNext - 1;
+    this.#lastSentBufs = this.#posted;
+    this.#ackOwed = false;
+    const a: DataPostRecord = {
+      type: "post",
+      slot,
+      frame: undefined!,
+      bufs: this.#posted,
+      mseq,
+      mseqAck: this.#rxNext - 1,
+      body: undefined!,
+      mid: MID.Data,
+      more,
+      total,
+      payload,
+    };
+    a.frame = a;
+    a.body = a;
+    this.#actions.push(a);
     return mseq;
   }
 
@@ -807,20 +876,20 @@ export class Engine {
       return;
     }
     const maxPayload = Math.min(this.options.sendSlotSize, peer.recvBufferSize) - HEADER_SIZE;
-    let body: Body;
+    let mseq: number;
     if (m.sent === 0 && len <= maxPayload) {
-      body = { mid: MID.Data, more: false, total: undefined, payload: m.bytes };
       m.sent = len;
+      mseq = this.#postData(false, undefined, m.bytes);
     } else if (m.sent === 0) {
       const n = maxPayload - DATA_HEAD_SIZE;
-      body = { mid: MID.Data, more: true, total: len, payload: m.bytes.subarray(0, n) };
       m.sent = n;
+      mseq = this.#postData(true, len, m.bytes.subarray(0, n));
     } else {
       const n = Math.min(maxPayload, len - m.sent);
-      body = { mid: MID.Data, more: m.sent + n < len, total: undefined, payload: m.bytes.subarray(m.sent, m.sent + n) };
+      const from = m.sent;
       m.sent += n;
+      mseq = this.#postData(m.sent < len, undefined, m.bytes.subarray(from, from + n));
     }
-    const mseq = this.#post(body);
     if (m.sent === len) {
       m.lastMseq = mseq;
       this.#sendQueue.shift();
@@ -839,6 +908,8 @@ export class Engine {
       if (m.mode === "zcopy") this.stats.zcopySends++;
       else this.stats.bcopySends++;
       this.#actions.push({ type: "resolve", id: m.id });
+      m.bytes = NO_BYTES; // nothing of the caller's is kept
+      if (this.#freeMessages.length < 64) this.#freeMessages.push(m);
     }
   }
 
