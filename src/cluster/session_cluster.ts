@@ -489,6 +489,7 @@ export class SessionCluster {
       ...this.node.alivePeers().map((p) => p.id),
     ];
     const asked = new Set<string>([this.self]);
+    const answers: string[] = [];
     let unavailable: string | undefined;
     for (const hint of hints) {
       let holder = hint;
@@ -501,6 +502,7 @@ export class SessionCluster {
           break;
         }
         const reply = await this.#handover(holder, id);
+        answers.push(`${holder}: ${reply?.status ?? "no answer"}`);
         if (reply === undefined) {
           unavailable ??= `'${holder}' did not answer`;
           break;
@@ -529,12 +531,15 @@ export class SessionCluster {
       }
     }
     const held = this.store.get(id);
+    // Promoted here while we were asking around (its primary was certified dead meanwhile).
+    if (held?.role === "primary" && !held.expired) return held;
     if (held?.role === "replica" && !held.expired) {
       // We hold the copy: its primary is alive and did not hand it over, or is dead and the promotion is pending.
       unavailable ??= `this server holds its replica; its primary '${held.primary}' has not handed it over or been promoted from yet`;
     }
     if (unavailable !== undefined) throw this.#unavailable(`session '${id}' cannot be taken over now (${unavailable}); try again`);
     this.#counts.lost++;
+    this.#logger.warn(`cluster ${this.self}: session '${id}' not found anywhere (${answers.join(", ") || "no holder to ask"})`);
     return undefined;
   }
 
