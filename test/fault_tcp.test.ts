@@ -46,7 +46,8 @@ for (const ack of ["transport", "applied"] as const) {
         startTimeoutMs: 60_000,
       };
       const result = await runScenario(options);
-      assertScenario(result, options, { acked: 300, afterFault: 100 });
+      // Floors: 16 clients for ~10 s on a 2-core machine give thousands; a few hundred is still load.
+      assertScenario(result, options, { acked: 200, afterFault: 50 });
     });
   }
 }

@@ -42,6 +42,6 @@ scenarios.forEach((s, i) => {
       startTimeoutMs: START_TIMEOUT_MS,
     };
     const result = await runScenario(options);
-    assertScenario(result, options, IN_GUEST ? { acked: 40, afterFault: 10 } : { acked: 300, afterFault: 100 });
+    assertScenario(result, options, IN_GUEST ? { acked: 40, afterFault: 10 } : { acked: 200, afterFault: 50 });
   });
 });
