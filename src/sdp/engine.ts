@@ -51,7 +51,10 @@
  * 6. **Closing.** `close()` rejects pending sends, posts DISCONN and waits for
  *    the peer's DISCONN (or `closeTimeoutMs`), then closes the link. A side
  *    that receives DISCONN rejects its pending sends, answers DISCONN and
- *    closes the link once that frame's send completes. ABORT closes at once
+ *    closes the link once that frame's send completes. Messages keep being
+ *    delivered while closing, and also from frames the link reports after the
+ *    engine closed (its final poll): their senders may have their returns.
+ *    ABORT closes at once
  *    with an error. A protocol error posts ABORT (best effort) and closes that
  *    connection with the `ProtocolError`.
  *
@@ -245,6 +248,8 @@ export class Engine {
   /** Per receive buffer, made once: its release handle and its repost action (both immutable). */
   readonly #bufferHandles: ReleaseHandle[] = [];
   readonly #repostActions: EngineAction[] = [];
+  /** Per receive buffer, the last payload view delivered from it: reused for the same range (a view costs ~0.1 µs). */
+  readonly #payloadViews: (Uint8Array | undefined)[] = [];
   /** Settled messages, for reuse (no object per send on the data path). */
   readonly #freeMessages: OutMessage[] = [];
   readonly #clock: () => number;
@@ -252,6 +257,8 @@ export class Engine {
   #readToken: number;
   readonly #sinkRing: RingAllocator | undefined;
   #peerClosed = false;
+  /** A protocol error closed the engine: frames reported after it are not decoded. */
+  #broken = false;
 
   #handshakeDeadline = Infinity;
   #closeDeadline = Infinity;
@@ -405,7 +412,7 @@ export class Engine {
 
   /** A frame arrived in receive buffer `bufferIndex`. */
   frame(view: Uint8Array, bufferIndex: number, now?: number): void {
-    if (this.#state === "closed") return;
+    if (this.#state === "closed") return this.#lateFrame(view, bufferIndex);
     if (this.#posted <= 0) {
       return this.#fail(new ProtocolError(`frame arrived with no receive buffer posted: the peer ignored its credits`));
     }
@@ -424,6 +431,26 @@ export class Engine {
       throw e;
     }
     this.#pump(now);
+  }
+
+  /**
+   * A frame the link reports after the engine closed (the rdma link's final
+   * poll after a close timeout, say). Its sender may have had its send
+   * completion, its return, so a message in it is still delivered; nothing is
+   * posted any more. After a protocol error, or any frame that does not
+   * decode, later frames are ignored.
+   */
+  #lateFrame(view: Uint8Array, index: number): void {
+    if (this.#broken) return;
+    const f = this.#rx;
+    try {
+      decodeInto(view, this.#rxNext, f);
+      this.#rxNext++;
+      const message = f.mid === MID.Data && !(f.payloadStart === view.length && f.total < 0);
+      if (message && !this.#peerClosed) this.#receiveData(f.more, f.total, view, f.payloadStart, index);
+    } catch {
+      this.#broken = true;
+    }
   }
 
   /** The send posted from `slot` completed. */
@@ -568,10 +595,7 @@ export class Engine {
         }
         if (this.#peerClosed) throw new ProtocolError(`DATA received after the peer's DISCONN`);
         this.#ackOwed = true;
-        if (closingLocally) {
-          this.#repost(index); // the application closed: drop
-          return;
-        }
+        // Delivered also while closing locally: the peer may already have its return.
         this.#receiveData(b.more, b.total, view, b.payloadStart, index);
         return;
       }
@@ -702,7 +726,13 @@ export class Engine {
       return;
     }
     if (more) throw new ProtocolError(`DATA fragment with MORE but no HEAD outside a fragmented message`);
-    this.#deliver(view.subarray(start), this.#bufferHandles[index] ?? { kind: "buffer", index });
+    // The buffer was released before it could carry this frame, so its last view is free to reuse.
+    let p = this.#payloadViews[index];
+    if (p === undefined || p.length !== n || p.byteOffset !== view.byteOffset + start || p.buffer !== view.buffer) {
+      p = view.subarray(start);
+      if (index < this.options.recvBufferCount) this.#payloadViews[index] = p;
+    }
+    this.#deliver(p, this.#bufferHandles[index] ?? { kind: "buffer", index });
   }
 
   /** Takes mseq_ack and bufs from a valid frame. */
@@ -929,6 +959,7 @@ export class Engine {
 
   #fail(error: Error): void {
     if (this.#state === "closed") return;
+    this.#broken = true;
     if (this.#freeSlots.length > 0 && this.#state !== "handshake" && this.credits >= 1) this.#post(ABORT);
     this.#finish(error);
   }

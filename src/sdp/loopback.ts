@@ -310,6 +310,8 @@ export class LoopbackLink implements Link {
   peer!: LoopbackLink;
   readonly #recv: Uint8Array[];
   readonly #slots: Uint8Array[];
+  /** Per receive buffer, the last frame view handed out: reused for a frame of the same length. */
+  readonly #views: (Uint8Array | undefined)[] = [];
   #posted: number[] = [];
   #events: LinkEvents | undefined;
   #closed = false;
@@ -396,7 +398,8 @@ export class LoopbackLink implements Link {
     const from = this.#slots[slot];
     if (length <= 128) for (let i = 0; i < length; i++) buf[i] = from[i];
     else buf.set(from.subarray(0, length));
-    const view = buf.subarray(0, length);
+    let view = peer.#views[index];
+    if (view === undefined || view.length !== length) view = peer.#views[index] = buf.subarray(0, length);
     if (peer.#events) peer.#events.frame(view, index);
     else peer.#early.push(() => peer.#events!.frame(view, index));
     const side = this.#side;

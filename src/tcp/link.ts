@@ -63,6 +63,9 @@ export class TcpLink implements Link {
   readonly #socket: net.Socket;
   readonly #recv: Uint8Array[];
   readonly #slots: Uint8Array[];
+  /** Per receive buffer and per slot, the last view of a frame: reused for the same length (a view costs ~0.1 µs). */
+  readonly #recvViews: (Uint8Array | undefined)[] = [];
+  readonly #slotViews: (Uint8Array | undefined)[] = [];
   #posted: number[] = [];
   #events: LinkEvents | undefined;
   #closing = false;
@@ -146,7 +149,12 @@ export class TcpLink implements Link {
     if (n === 0 || this.#closing) return;
     const cap = this.#writtenSlots.length;
     let data: Uint8Array;
-    if (n === 1) data = this.#slots[this.#batchSlot[0]].subarray(0, this.#batchLen[0]);
+    if (n === 1) {
+      const slot = this.#batchSlot[0], len = this.#batchLen[0];
+      let v = this.#slotViews[slot];
+      if (v === undefined || v.length !== len) v = this.#slotViews[slot] = this.#slots[slot].subarray(0, len);
+      data = v;
+    }
     else {
       data = new Uint8Array(this.#batchBytes);
       let at = 0;
@@ -221,7 +229,7 @@ export class TcpLink implements Link {
             if (len <= 128) for (let k = 0; k < len; k++) buf[k] = chunk[i + k];
             else buf.set(chunk.subarray(i, i + len));
             i += len;
-            this.#events!.frame(buf.subarray(0, len), index);
+            this.#events!.frame(this.#view(index, len), index);
             continue;
           }
           this.#cur = index;
@@ -252,9 +260,16 @@ export class TcpLink implements Link {
       if (this.#curFill === this.#curLen) {
         const index = this.#cur;
         this.#cur = -1;
-        this.#events!.frame(buf.subarray(0, this.#curLen), index);
+        this.#events!.frame(this.#view(index, this.#curLen), index);
       }
     }
+  }
+
+  /** A view of the first `len` bytes of receive buffer `index` (the buffer is ours again, so is its last view). */
+  #view(index: number, len: number): Uint8Array {
+    const v = this.#recvViews[index];
+    if (v !== undefined && v.length === len) return v;
+    return (this.#recvViews[index] = this.#recv[index].subarray(0, len));
   }
 
   /** Checks a frame's declared length and takes a posted receive buffer for it; -1 after a protocol error. */
