@@ -39,7 +39,8 @@ async function startCluster(ids: string[], extra: Partial<SessionClusterOptions>
         dial,
         logger: log,
         heartbeatIntervalMs: 50,
-        heartbeatTimeoutMs: 500,
+        // Also the lease: long enough that a loaded machine's timer delays do not lapse it.
+        heartbeatTimeoutMs: 1500,
         ...extra,
       }),
     );
@@ -288,5 +289,22 @@ test("cluster: a random or forged session id starts nothing and reads nothing", 
   assert.equal(await c.nodes.get("b")!.open(forged), undefined);
   assert.equal(await c.nodes.get("c")!.open({ ...forged, primary: "zzz" }), undefined);
   assert.equal(c.nodes.get("c")!.stats().failover.lost, 1);
+  await c.close();
+});
+
+test("cluster bounds connections before trust: handshakes beyond maxHandshakes are refused at once, and replication goes on", async () => {
+  const c = await startCluster(["a", "b", "c"], { handshakeTimeoutMs: 3000 });
+  const a = c.nodes.get("a")!;
+  const port = c.peers.find((p) => p.id === "a")!.port;
+  // 40 peers that connect and never authenticate: 32 wait out the handshake deadline, 8 are refused.
+  const silent = await Promise.all(Array.from({ length: 40 }, () => connect({ transport: "loopback", host: "node-a", port })));
+  await until(() => a.stats().node.refused >= 8, "refusals", 3000);
+  assert.equal(a.stats().node.refused, 8);
+  assert.ok(c.log.lines.some((l) => /maxHandshakes/.test(l)), "the refusal is logged with the limit");
+  // (On a loaded machine the heartbeats may fall behind for a moment; a lease comes back with the next answer.)
+  await until(() => a.node.holdsLease(), "a's lease", 5000);
+  const s = a.create();
+  assert.equal(await a.commit(s.id, { n: 1 }, [], { ack: "applied" }), "applied", "peers still replicate");
+  await Promise.all(silent.map((sock) => sock.close().catch(() => {})));
   await c.close();
 });

@@ -74,6 +74,10 @@ export interface ClusterNodeOptions {
   maxReconnectDelayMs?: number;
   /** @default 5000 */
   handshakeTimeoutMs?: number;
+  /** Inbound connections allowed in the handshake at once; more are closed at once (logged). @default 32 */
+  maxHandshakes?: number;
+  /** Authenticated inbound connections allowed per peer (a peer needs one, plus one while it reconnects). @default 4 */
+  maxInboundPerPeer?: number;
   /** How long a heartbeat grant lasts. @default heartbeatTimeoutMs */
   leaseMs?: number;
   /** Extra silence before voting a peer dead (clock-rate allowance). @default max(100, leaseMs / 4) */
@@ -102,6 +106,8 @@ export interface ClusterNodeStats {
   certified: number;
   /** Death notices received (a peer's certificate, or a peer leaving). */
   deathNotices: number;
+  /** Inbound connections refused over a limit (`maxHandshakes`, `maxInboundPerPeer`). */
+  refused: number;
   membership: MembershipStats;
 }
 
@@ -262,7 +268,7 @@ export class ClusterNode {
   readonly options: ClusterNodeOptions;
   readonly logger: RmiLogger;
   readonly peers: ReadonlyMap<string, PeerConfig>;
-  readonly counts = { authRejected: 0, malformedFrames: 0, inboundConnections: 0, heartbeatFailures: 0, certified: 0, deathNotices: 0 };
+  readonly counts = { authRejected: 0, malformedFrames: 0, inboundConnections: 0, heartbeatFailures: 0, certified: 0, deathNotices: 0, refused: 0 };
   readonly membership: Membership;
   /** Incarnation shown by each inbound endpoint's pings. */
   #tags = new WeakMap<RmiEndpoint, string>();
@@ -270,6 +276,7 @@ export class ClusterNode {
   #draining = new WeakSet<RmiEndpoint>();
   #drained = new Map<string, Promise<void>>();
   #certifying = new Set<string>();
+  #handshaking = 0;
   #links = new Map<string, PeerLink>();
   #inbound = new Map<string, Set<RmiEndpoint>>();
   #drainWaiters = new Map<string, Set<() => void>>();
@@ -566,6 +573,14 @@ export class ClusterNode {
   }
 
   async #acceptOne(socket: MessageSocket): Promise<void> {
+    const maxHandshakes = this.options.maxHandshakes ?? 32;
+    if (this.#handshaking >= maxHandshakes) {
+      this.counts.refused++;
+      this.logger.warn(`cluster ${this.self}: refused connection from ${socket.remoteAddress}: ${maxHandshakes} handshakes already in progress (maxHandshakes)`);
+      await socket.close().catch(() => {});
+      return;
+    }
+    this.#handshaking++;
     const messages = socket[Symbol.asyncIterator]();
     let peer: string;
     try {
@@ -579,6 +594,15 @@ export class ClusterNode {
     } catch (error) {
       this.counts.authRejected++;
       this.logger.warn(`cluster ${this.self}: rejected connection from ${socket.remoteAddress}: ${(error as Error).message}`);
+      return;
+    } finally {
+      this.#handshaking--;
+    }
+    const maxPerPeer = this.options.maxInboundPerPeer ?? 4;
+    if ((this.#inbound.get(peer)?.size ?? 0) >= maxPerPeer) {
+      this.counts.refused++;
+      this.logger.warn(`cluster ${this.self}: refused another connection from peer '${peer}': it has ${maxPerPeer} open (maxInboundPerPeer)`);
+      await socket.close().catch(() => {});
       return;
     }
     if (this.#closed) {
