@@ -115,7 +115,12 @@ test(`cluster over ${TRANSPORT}: expiry decided by the primary is honoured by th
     assert.equal(gone.body.user, null, "the expired session does not come back on the secondary");
     const kept = await get(cluster, livingAt, living, "/cart", FAILOVER_MS);
     assert.equal(kept.status, 200, `status ${kept.status}: ${JSON.stringify(kept.body)}`);
-    assert.deepEqual([kept.body.user, kept.body.cart?.x], ["new", qty], JSON.stringify(kept.body));
+    assert.deepEqual(
+      [kept.body.user, kept.body.cart?.x],
+      ["new", qty],
+      `${JSON.stringify(kept.body)} from ${livingAt}: ${JSON.stringify((await stats(cluster, livingAt)).failover)}; its log:\n` +
+        cluster.servers.get(livingAt)!.log.slice(-8).join("\n"),
+    );
     assert.ok(Number(kept.body.epoch) >= 2, `a new primary took it over with a new epoch (${kept.body.epoch})`);
   } finally {
     await cluster.stop();
