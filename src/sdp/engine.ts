@@ -207,7 +207,8 @@ interface DataPostRecord extends PostRecord {
 
 const CONTROL_CREDITS = 2;
 const DATA_CREDITS = CONTROL_CREDITS + 1;
-const NO_ACTIONS: EngineAction[] = Object.freeze([]) as unknown as EngineAction[];
+/** Returned by `takeActions` when there is nothing to do (callers only read it). */
+const NO_ACTIONS: EngineAction[] = [];
 const NO_BYTES = new Uint8Array(0);
 const defaultClock = () => performance.now();
 
@@ -728,7 +729,8 @@ export class Engine {
     if (more) throw new ProtocolError(`DATA fragment with MORE but no HEAD outside a fragmented message`);
     // The buffer was released before it could carry this frame, so its last view is free to reuse.
     let p = this.#payloadViews[index];
-    if (p === undefined || p.length !== n || p.byteOffset !== view.byteOffset + start || p.buffer !== view.buffer) {
+    // (A link's buffer `index` is always the same memory, so offset and length identify the range.)
+    if (p === undefined || p.length !== n || p.byteOffset !== view.byteOffset + start) {
       p = view.subarray(start);
       if (index < this.options.recvBufferCount) this.#payloadViews[index] = p;
     }
