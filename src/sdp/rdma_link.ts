@@ -16,9 +16,11 @@
  *
  * Events reach the socket only from a progress pass (never from inside a call
  * the socket made); completions that arrive before `start()` are queued.
- * `closed` is delivered while the regions are still registered and readable
- * (the socket copies out messages the application still holds); the
- * connection frees them right after.
+ * `closed` is delivered after the connection's final poll (every frame whose
+ * receive completed is reported first, also after a local `close()`) and
+ * while the regions are still registered and readable (the socket copies out
+ * messages the application still holds); the connection frees them right
+ * after.
  * Flush completions after a failure or a close are not reported: the single
  * `closed(err)` event stands for every operation still outstanding.
  *
@@ -161,11 +163,10 @@ class RdmaLink implements Link {
   close(error?: Error): void {
     if (this.#closing) return;
     this.#closing = true;
-    // Not from inside the socket's call: `closed` first (memory still readable), then teardown.
-    queueMicrotask(() => {
-      if (this.#events) this.#emitClosed(error);
-      this.#conn.close(error);
-    });
+    // Not from inside the socket's call. The connection disconnects, polls what the queue
+    // already holds (frames among it reach the socket: their senders have their send
+    // completions), then calls `onClosing` → `closed` (memory still readable), then frees.
+    queueMicrotask(() => void this.#conn.close(error));
   }
 
   #dispatch(c: Completion): void {

@@ -25,7 +25,14 @@
  * credits and both wait. A held zcopy message keeps its sink space; the next
  * zcopy transfer that does not fit waits, then is cancelled after
  * `cancelTimeoutMs` and re-sent by bcopy. Messages reassembled from fragments
- * own their bytes and free their buffer as soon as they are taken.
+ * live in a buffer of their own and keep their last receive buffer until released.
+ *
+ * Closing never loses a received message (the contract is in `types.ts`): a
+ * local `close()` keeps what is unread and what still arrives before the
+ * peer's DISCONN, and the iterator ends only after the link's `closed` event,
+ * which comes after the link's last frame (for rdma: after the final poll of
+ * the completion queue) and before its memory is freed. At that event every
+ * message that still holds link memory, read or unread, is copied out.
  *
  * @module
  */
@@ -98,17 +105,22 @@ class Message implements ReceivedMessage {
     const h = this.handle;
     if (!h) return;
     this.handle = undefined;
-    this.#socket._release(h);
+    this.#socket._release(h, this);
   }
   /** Called when the application takes the message from the socket. */
   taken(): this {
     if (this.owned) this.release();
     return this;
   }
-  /** Makes the message own its bytes (before the link's memory goes away). */
+  /**
+   * Makes the message own its bytes, before the link's memory goes away: bytes
+   * in a receive buffer or the sink are copied (a reassembled message already
+   * lives in memory of its own, which the closed engine no longer reuses).
+   */
   detach(): void {
-    if (!this.handle) return;
-    if (!this.owned) this.bytes = this.bytes.slice();
+    const h = this.handle;
+    if (!h) return;
+    if (!this.owned && (h.kind === "buffer" || h.kind === "sink")) this.bytes = this.bytes.slice();
     this.handle = undefined;
   }
 }
@@ -127,6 +139,8 @@ export class SdpSocket implements MessageSocket {
   #waiting: Waiter[] = [];
   #nextId = 0;
   #inbox: Message[] = [];
+  /** Delivered messages still holding link memory (read or not): copied out when the link closes. */
+  readonly #held = new Set<Message>();
   #readers: Array<(r: IteratorResult<ReceivedMessage>) => void> = [];
   #ended = false;
   #closeRequested = false;
@@ -349,7 +363,8 @@ export class SdpSocket implements MessageSocket {
   }
 
   /** @internal called by a received message's `release()`. */
-  _release(handle: ReleaseHandle): void {
+  _release(handle: ReleaseHandle, m: Message): void {
+    this.#held.delete(m);
     if (this.#engineClosed) return;
     this.#engine.release(handle);
     this.#drain();
@@ -396,8 +411,10 @@ export class SdpSocket implements MessageSocket {
         this.#link.repost(a.bufferIndex);
         return;
       case "deliver": {
+        // Delivered even after close(): the peer may already have its return for it (the
+        // iterator hands out every message received before it ends; see types.ts).
         const m = new Message(this, a.bytes, a.release, a.owned);
-        if (this.#closeRequested) return m.release(); // the application closed: nobody will read it
+        if (m.handle) this.#held.add(m);
         const reader = this.#readers.shift();
         if (reader) reader({ value: m.taken(), done: false });
         else this.#inbox.push(m);
@@ -420,9 +437,6 @@ export class SdpSocket implements MessageSocket {
         this.#engineClosed = true;
         this.#finalError = a.error;
         this.#open.reject(a.error ?? new Error("the connection closed during the handshake"));
-        for (const m of this.#inbox) m.detach(); // unread messages survive the link's memory
-        this.#ended = true;
-        for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
         for (const w of this.#waiting.splice(0)) {
           const err = new Error(`send failed: ${a.error ? `connection closed: ${a.error.message}` : "the socket is closed"}`);
           if (w.kind === "reserve") w.reject(err);
@@ -439,7 +453,19 @@ export class SdpSocket implements MessageSocket {
     }
   }
 
+  /**
+   * The engine and the link are both closed. The link's `closed` event comes
+   * after its last frame (the rdma link's final poll) and while its memory is
+   * still valid: every message still holding link memory, read or unread, is
+   * copied out now, then the iterator ends once the inbox is empty.
+   */
   #settleClosed(): void {
+    if (!this.#ended) {
+      this.#ended = true;
+      for (const m of this.#held) m.detach();
+      this.#held.clear();
+      for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
+    }
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = Infinity;
@@ -472,11 +498,15 @@ export class SdpSocket implements MessageSocket {
     };
   }
 
-  /** Closes the socket: pending sends reject, DISCONN is exchanged, the link is released. Idempotent. */
+  /**
+   * Closes the socket: pending sends reject, DISCONN is exchanged, the link is
+   * released. Messages already received, and those that arrive until the peer
+   * answers, are still handed out by the iterator (copied out of link memory if
+   * need be) before it ends. Idempotent.
+   */
   close(): Promise<void> {
     if (!this.#closeRequested) {
       this.#closeRequested = true;
-      for (const m of this.#inbox.splice(0)) m.release();
       this.#input(() => this.#engine.close(now()));
     }
     return this.closed.then(() => {});

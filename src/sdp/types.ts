@@ -42,6 +42,14 @@ export interface SocketStats {
  * One received message. `bytes` may be a view into registered memory that is
  * valid only until `release()`; `copy()` returns bytes the caller owns.
  * Releasing twice is harmless.
+ *
+ * A message is never taken away under the application: if the connection
+ * closes (either side, or the peer dies) while the message is held, read or
+ * not yet read, `bytes` is replaced by a copy before the transport's memory is
+ * freed, so `message.bytes` stays readable, with the same content, until
+ * `release()` (and after). Keep the message rather than an earlier
+ * `bytes` (or a subarray of it) across an `await`: only `message.bytes` is
+ * swapped for the copy.
  */
 export interface ReceivedMessage {
   readonly bytes: Uint8Array;
@@ -49,7 +57,32 @@ export interface ReceivedMessage {
   release(): void;
 }
 
-/** A connected message socket (any transport). */
+/**
+ * A connected message socket (any transport).
+ *
+ * Iterating it yields every received message, in order. **No received
+ * message is discarded at the end of a connection**: when the local side
+ * calls `close()`, or the connection drops (the peer closed, crashed or was
+ * killed, or the transport failed), every message that was already received
+ * is still yielded, in order and intact, before the iterator ends. "Received"
+ * means the transport acknowledged it to the sender, so that the sender's
+ * `send` may have resolved:
+ *
+ * - rdma: its receive completed in the completion queue, including
+ *   completions first polled during the close itself (the connection's final
+ *   poll), and messages that arrive after a local `close()` until the peer
+ *   answers it;
+ * - tcp: the frame was taken from the stream (the sender's return is our
+ *   acknowledgement, sent only for frames taken);
+ * - loopback: the frame landed in the receive buffer.
+ *
+ * The iterator ends after the transport reported its end, and `closed`
+ * resolves at the same time. Messages the application does not want after a
+ * close are simply released (or never read: they are garbage once copied
+ * out). What was still in flight and not acknowledged (a zcopy message whose
+ * READ had not completed, bytes the transport never took) is not received:
+ * its `send` rejects on the sender.
+ */
 export interface MessageSocket extends AsyncIterable<ReceivedMessage> {
   readonly transport: TransportKind;
   /** Human-readable peer address, e.g. "192.0.2.1:7471". */
@@ -59,7 +92,11 @@ export interface MessageSocket extends AsyncIterable<ReceivedMessage> {
    * rejects with a clear error if the connection dies first. Order is preserved.
    */
   send(bytes: Uint8Array): Promise<void>;
-  /** Closes the socket; pending sends reject; idempotent. */
+  /**
+   * Closes the socket; pending sends reject; idempotent. Messages already
+   * received (and those arriving until the peer answers the close) are still
+   * yielded by the iterator before it ends (see above).
+   */
   close(): Promise<void>;
   /** Resolves when the socket has closed: `undefined` for an orderly close, else the cause. */
   readonly closed: Promise<Error | undefined>;
