@@ -337,16 +337,20 @@ int shim_conn_info(struct shim_conn *c, struct shim_conn_info *out) {
 }
 
 /* Releases in reverse order. Memory regions must be destroyed first (the PD is busy otherwise). */
+/* Releases everything even when a step fails (a region still registered keeps the PD busy,
+ * say): every later step is still tried, the struct is always freed, and the first error is
+ * returned. What the kernel refused to destroy is gone from our reach either way. */
 int shim_conn_destroy(struct shim_conn *c) {
-  int rc;
+  int rc = 0, r;
   if (c->id->qp) rdma_destroy_qp(c->id);
   shim_ack_events(c);
   if (c->unacked_events) ibv_ack_cq_events(c->cq, c->unacked_events);
-  if ((rc = neg_verbs(ibv_destroy_cq(c->cq)))) return rc;
-  if ((rc = neg_verbs(ibv_destroy_comp_channel(c->comp)))) return rc;
-  if ((rc = neg_verbs(ibv_dealloc_pd(c->pd)))) return rc;
+  c->unacked_events = 0;
+  if ((r = neg_verbs(ibv_destroy_cq(c->cq))) && !rc) rc = r;
+  if ((r = neg_verbs(ibv_destroy_comp_channel(c->comp))) && !rc) rc = r;
+  if ((r = neg_verbs(ibv_dealloc_pd(c->pd))) && !rc) rc = r;
   free(c);
-  return 0;
+  return rc;
 }
 
 /* ---- memory regions ------------------------------------------------------ */

@@ -159,11 +159,13 @@ int shim_id_destroy(struct rdma_cm_id *id);
 int shim_conn_create(struct rdma_cm_id *id, uint32_t send_depth, uint32_t recv_depth, uint32_t max_inline,
                      struct shim_conn **out);
 int shim_conn_info(struct shim_conn *c, struct shim_conn_info *out);
+/* destroys QP, CQ, channel and PD and frees c: every step is tried even when one fails; returns the first error */
 int shim_conn_destroy(struct shim_conn *c);
 
 /* memory regions: allocated page aligned here, registered on the connection's PD */
 int shim_mr_create(struct shim_conn *c, uint32_t length, uint32_t access, struct shim_mr **out);
 int shim_mr_info(struct shim_mr *mr, struct shim_mr_info *out);
+/* deregisters, then frees; when ibv_dereg_mr fails nothing is freed (the device may still use the memory) */
 int shim_mr_destroy(struct shim_mr *mr);
 
 /* hot path */

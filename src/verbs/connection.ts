@@ -244,17 +244,41 @@ export class RdmaConnection {
     } catch (e) {
       console.error("onClosing handler threw:", e);
     }
-    for (const mr of [...this.#regions]) mr.close();
+    // Every step runs even when one fails: a region whose deregistration failed stays
+    // registered and counted (registeredBytes), the shim frees all it can, and `closed`
+    // still resolves. Failures are reported, not thrown into the event that closed us.
+    const failures: unknown[] = [];
+    for (const mr of [...this.#regions]) {
+      try {
+        mr.close();
+      } catch (e) {
+        failures.push(e);
+      }
+    }
     this.#conn = undefined;
-    unwrap("shim_conn_destroy", shim.fn.shim_conn_destroy(conn.ptr));
+    try {
+      unwrap("shim_conn_destroy", shim.fn.shim_conn_destroy(conn.ptr));
+    } catch (e) {
+      failures.push(e);
+    }
+    const who = failures.length > 0 ? this.#peerName() : ""; // while the id is still alive
     destroyId(shim, this.#progress, this.#id);
     this.#progress.release();
+    for (const e of failures) console.error(`rdma: tearing down the connection to ${who}:`, (e as Error).message ?? e);
     this.#resolveClosed(reason);
     return this.closed;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close().then(() => {});
+  }
+
+  #peerName(): string {
+    try {
+      return this.remoteAddress;
+    } catch {
+      return "?";
+    }
   }
 
   // ---- progress interface -----------------------------------------------------
@@ -358,20 +382,57 @@ function privateDataOf(prepared: unknown, opts: ConnectionOptions): Uint8Array {
   return prepared instanceof Uint8Array ? prepared : opts.privateData ?? new Uint8Array(0);
 }
 
-/** Waits for the next CM event of `id`, or rejects after `timeoutMs`. */
-function nextEvent(progress: Progress, id: Handle, what: string, timeoutMs: number): Promise<CmEvent> {
+/** What `cmStep` needs of progress (a fake in host tests). */
+export type CmStepProgress = Pick<Progress, "onCmEvent" | "offCmEvent" | "kick">;
+
+/**
+ * One rdma_cm step: listens for `id`'s next CM event, makes the call with
+ * `start`, and resolves with the event, or rejects after `timeoutMs`. The
+ * timer and the handler go on every path: the event, the timeout, and a call
+ * that fails at once (`start` throws: a name that does not resolve, an
+ * rdma_accept refused), so no timer outlives a failed step.
+ *
+ * @internal exported for tests
+ */
+export function cmStep(
+  progress: CmStepProgress,
+  id: { readonly address: bigint },
+  what: string,
+  timeoutMs: number,
+  start: () => void,
+): Promise<CmEvent> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      progress.offCmEvent(id.address);
-      reject(new RdmaError(what, 110, `no answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    progress.onCmEvent(id.address, (ev) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
       clearTimeout(timer);
+      timer = undefined;
       progress.offCmEvent(id.address);
+    };
+    progress.onCmEvent(id.address, (ev) => {
+      done();
       resolve(ev);
     });
+    timer = setTimeout(() => {
+      done();
+      reject(new RdmaError(what, 110, `no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    try {
+      start();
+    } catch (e) {
+      done();
+      reject(e);
+      return;
+    }
     progress.kick();
   });
+}
+
+function checkTimeout(timeoutMs: number | undefined, what: string): number {
+  const t = timeoutMs ?? 30000;
+  if (!Number.isInteger(t) || t < 1 || t > 0x7fffffff) {
+    throw new RangeError(`${what}: 'timeoutMs' must be an integer in 1..2147483647: got ${timeoutMs}`);
+  }
+  return t;
 }
 
 function expect(ev: CmEvent, type: number, what: string, target: string): void {
@@ -385,26 +446,31 @@ function expect(ev: CmEvent, type: number, what: string, target: string): void {
 
 /** Connects to an rdma_cm listener. */
 export async function connect(opts: ConnectOptions): Promise<RdmaConnection> {
+  if (typeof opts.host !== "string" || opts.host.length === 0) {
+    throw new TypeError(`rdma connect: 'host' must be a non-empty string: got ${String(opts.host)}`);
+  }
+  if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) {
+    throw new RangeError(`rdma connect: 'port' must be an integer in 1..65535: got ${opts.port}`);
+  }
+  const timeout = checkTimeout(opts.timeoutMs, "rdma connect");
   const progress = await Progress.get();
   const shim = progress.shim;
-  const timeout = opts.timeoutMs ?? 30000;
   const target = `${opts.host}:${opts.port}`;
   progress.retain();
   const id = create(shim, "rdma_create_id", (o) => shim.fn.shim_id_create(progress.channel.ptr, o));
   let conn: RdmaConnection | undefined;
   try {
-    let ev = nextEvent(progress, id, "rdma_resolve_addr", timeout);
-    unwrap(`rdma_resolve_addr(${target})`, shim.fn.shim_id_resolve_addr(id.ptr, cString(opts.host), opts.port, timeout));
-    expect(await ev, CM.ADDR_RESOLVED, `rdma_resolve_addr(${target})`, target);
-    ev = nextEvent(progress, id, "rdma_resolve_route", timeout);
-    unwrap("rdma_resolve_route", shim.fn.shim_id_resolve_route(id.ptr, timeout));
-    expect(await ev, CM.ROUTE_RESOLVED, `rdma_resolve_route(${target})`, target);
+    const addr = await cmStep(progress, id, `rdma_resolve_addr(${target})`, timeout, () =>
+      unwrap(`rdma_resolve_addr(${target})`, shim.fn.shim_id_resolve_addr(id.ptr, cString(opts.host), opts.port, timeout)));
+    expect(addr, CM.ADDR_RESOLVED, `rdma_resolve_addr(${target})`, target);
+    const route = await cmStep(progress, id, `rdma_resolve_route(${target})`, timeout, () =>
+      unwrap("rdma_resolve_route", shim.fn.shim_id_resolve_route(id.ptr, timeout)));
+    expect(route, CM.ROUTE_RESOLVED, `rdma_resolve_route(${target})`, target);
     conn = new RdmaConnection(progress, id, opts);
     const pd = privateDataOf(opts.prepare?.(conn), opts);
     if (pd.length > 56) throw new RangeError(`private data must be at most 56 bytes on connect: got ${pd.length}`);
-    ev = nextEvent(progress, id, "rdma_connect", timeout);
-    unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length));
-    const done = await ev;
+    const done = await cmStep(progress, id, `rdma_connect(${target})`, timeout, () =>
+      unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length)));
     expect(done, CM.ESTABLISHED, `rdma_connect(${target})`, target);
     conn.markEstablished(done.privateData);
     return conn;
@@ -439,6 +505,7 @@ export class ConnectionRequest {
   /** Creates the connection's resources, runs `prepare`, accepts, and resolves once established. */
   async accept(opts: ConnectionOptions & { timeoutMs?: number } = {}): Promise<RdmaConnection> {
     if (this.#settled) throw new Error("connection request already accepted or rejected");
+    const timeout = checkTimeout(opts.timeoutMs, "rdma accept");
     this.#settled = true;
     const progress = this.#progress;
     const shim = progress.shim;
@@ -449,9 +516,9 @@ export class ConnectionRequest {
       conn.privateData = this.privateData;
       const pd = privateDataOf(opts.prepare?.(conn), opts);
       if (pd.length > 196) throw new RangeError(`private data must be at most 196 bytes on accept: got ${pd.length}`);
-      const ev = nextEvent(progress, this.#id, "rdma_accept", opts.timeoutMs ?? 30000);
-      unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length));
-      expect(await ev, CM.ESTABLISHED, "rdma_accept", this.remoteAddress);
+      const ev = await cmStep(progress, this.#id, "rdma_accept", timeout, () =>
+        unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length)));
+      expect(ev, CM.ESTABLISHED, "rdma_accept", this.remoteAddress);
       conn.markEstablished(new Uint8Array(0));
       return conn;
     } catch (e) {

@@ -1,8 +1,10 @@
 /**
  * Registered memory regions. C allocates the memory (page aligned) and
  * registers it with exactly the access asked for; JS gets one view, made once
- * at registration. `close()` detaches the view before the memory is freed, so
- * a late access reads `undefined` instead of freed memory.
+ * at registration. `close()` detaches the view in the same synchronous step
+ * that deregisters and frees the memory (no JS runs in between), so a late
+ * access reads `undefined` instead of freed memory; a region whose
+ * deregistration fails stays registered, readable and counted.
  *
  * Memory the NIC or the peer writes: read it only after the completion that
  * announced the write was polled (a shim call), or with `Atomics.load` on
@@ -82,14 +84,20 @@ export class MemoryRegion {
     return this.#handle === undefined;
   }
 
-  /** Detaches the view, deregisters and frees. Idempotent. */
+  /**
+   * Deregisters and frees, then detaches the view. Idempotent. If the
+   * deregistration fails, it throws and nothing changes: the memory stays
+   * registered (the device may still use it), allocated, readable, counted in
+   * `registeredBytes()` and known to its connection; `close()` may be retried.
+   */
   close(): void {
     const h = this.#handle;
     if (!h) return;
+    unwrap("ibv_dereg_mr", this.#shim.fn.shim_mr_destroy(h.ptr));
+    // Freed in C; no JS ran since, and the view goes before any can.
     this.#handle = undefined;
     this.#buffer = this.#buffer.transfer(0);
     registered -= this.length;
-    unwrap("ibv_dereg_mr", this.#shim.fn.shim_mr_destroy(h.ptr));
     this.#onClose(this);
   }
 
