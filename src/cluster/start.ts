@@ -7,6 +7,7 @@
  */
 
 import type { TransportChoice } from "../sdp/types.ts";
+import type { TlsConfig } from "../tcp/tls.ts";
 import { SessionCluster, type SessionClusterOptions } from "./session_cluster.ts";
 import { dialPeer, listenForPeers } from "./transport.ts";
 
@@ -14,6 +15,8 @@ import { dialPeer, listenForPeers } from "./transport.ts";
 export interface StartSessionClusterOptions extends Omit<SessionClusterOptions, "listener" | "dial"> {
   /** Transport for peers whose entry names none. @default "auto" (rdma where a device is up, else tcp) */
   transport?: TransportChoice;
+  /** TLS for tcp peers: this server's certificate and key, and the CA that signs every peer's. @default plain tcp */
+  tls?: TlsConfig;
 }
 
 /**
@@ -43,6 +46,6 @@ export async function startSessionCluster(options: StartSessionClusterOptions): 
   const self = options.peers.find((p) => p.id === options.self);
   if (self === undefined) throw new RangeError(`'self' must be one of the peers: '${options.self}' is not in the list`);
   const fallback = options.transport ?? "auto";
-  const listener = await listenForPeers({ transport: self.transport ?? fallback, host: self.host, port: self.port });
-  return new SessionCluster({ ...options, listener, dial: (peer) => dialPeer(peer, fallback) });
+  const listener = await listenForPeers({ transport: self.transport ?? fallback, host: self.host, port: self.port, tls: options.tls });
+  return new SessionCluster({ ...options, listener, dial: (peer) => dialPeer(peer, fallback, options.tls) });
 }

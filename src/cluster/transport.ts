@@ -9,6 +9,7 @@
 import { connect, listen } from "../sdp/mod.ts";
 import type { MessageListener, MessageSocket, TransportChoice } from "../sdp/types.ts";
 import type { PeerConfig } from "./peers.ts";
+import type { TlsConfig } from "../tcp/tls.ts";
 
 /** Where this server listens for peers. */
 export interface PeerListenOptions {
@@ -18,14 +19,16 @@ export interface PeerListenOptions {
   host?: string;
   /** 0 picks a free port (read it from `listener.address.port`). @default 0 */
   port?: number;
+  /** TLS for tcp peers (mutual certificates; the cluster secret still authenticates peers). @default plain tcp */
+  tls?: TlsConfig;
 }
 
 /** Listens for peer connections. */
 export function listenForPeers(options: PeerListenOptions = {}): Promise<MessageListener> {
-  return listen({ transport: options.transport ?? "auto", host: options.host ?? "127.0.0.1", port: options.port ?? 0 });
+  return listen({ transport: options.transport ?? "auto", host: options.host ?? "127.0.0.1", port: options.port ?? 0, tls: options.tls });
 }
 
-/** Opens a socket to `peer` with its transport, else `fallback`. */
-export function dialPeer(peer: PeerConfig, fallback: TransportChoice = "auto"): Promise<MessageSocket> {
-  return connect({ transport: peer.transport ?? fallback, host: peer.host, port: peer.port });
+/** Opens a socket to `peer` with its transport, else `fallback` (with TLS over tcp when `tls` is given). */
+export function dialPeer(peer: PeerConfig, fallback: TransportChoice = "auto", tls?: TlsConfig): Promise<MessageSocket> {
+  return connect({ transport: peer.transport ?? fallback, host: peer.host, port: peer.port, tls });
 }

@@ -53,6 +53,7 @@
  *
  * @module
  */
+import type { TlsConfig } from "../tcp/tls.ts";
 import type { TransportKind } from "./types.ts";
 
 /** A registered memory region as the socket sees it. */
@@ -141,6 +142,8 @@ export interface LinkConnectOptions extends LinkSizes {
   port: number;
   /** Connection establishment timeout. @default 5000 */
   timeoutMs?: number;
+  /** tcp only: TLS with mutual certificate checks (see `src/tcp/tls.ts`). @default plain tcp */
+  tls?: TlsConfig;
 }
 
 /** Options of `listenLinks`. */
@@ -148,6 +151,8 @@ export interface LinkListenOptions extends LinkSizes {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /** tcp only: TLS; peers must present a certificate signed by its CA. @default plain tcp */
+  tls?: TlsConfig;
 }
 
 /** Accepted links, as a listener yields them. */

@@ -27,6 +27,8 @@ export type { MessageListener, MessageSocket, ReceivedMessage, SocketStats, Tran
 export type { Link, LinkCapabilities, LinkEvents, LinkListener, LinkSizes, RegisteredRegion } from "./link.ts";
 export { type Reservation, SdpSocket, SOCKET_DEFAULTS, type SocketOptions } from "./socket.ts";
 export { ProtocolError } from "./wire.ts";
+export type { TlsConfig } from "../tcp/tls.ts";
+import type { TlsConfig } from "../tcp/tls.ts";
 export { loopbackPair, LoopbackFaults } from "./loopback.ts";
 
 /** Options shared by `connect` and `listen`. */
@@ -35,6 +37,11 @@ export interface TransportOptions extends SocketOptions, LinkSizes {
   transport?: TransportChoice;
   /** One line about decisions taken (which transport `auto` picked, accept failures). @default no logging */
   log?: (line: string) => void;
+  /**
+   * TLS with mutual certificate checks, for the tcp transport (see
+   * `src/tcp/tls.ts`); ignored by rdma and loopback. @default plain tcp
+   */
+  tls?: TlsConfig;
   /*
    * Inherited, documented in their interfaces:
    * zcopyThreshold (@default 262144), cancelTimeoutMs (@default 10000),

@@ -35,6 +35,8 @@
  * @module
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
+import { tlsMaterial } from "./tls.ts";
 import { setImmediate } from "node:timers";
 import { AcceptQueue } from "../accept_queue.ts";
 import {
@@ -200,6 +202,7 @@ export class TcpLink implements Link {
 
   close(error?: Error): void {
     if (this.#closing) return;
+    this.#flush(); // frames posted this turn (a final DISCONN or ABORT) go out before the end
     this.#closing = true;
     this.#closeError = error;
     const s = this.#socket;
@@ -321,17 +324,27 @@ export class TcpLink implements Link {
 export function connectLink(options: LinkConnectOptions): Promise<Link> {
   const sizes = resolveSizes(options);
   const timeoutMs = options.timeoutMs ?? 5000;
+  const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
+  const what = `${secure ? "tls" : "tcp"} connect to ${options.host}:${options.port}`;
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: options.host, port: options.port });
+    const s = secure
+      ? tls.connect({
+        host: options.host,
+        port: options.port,
+        ...secure,
+        // An address is checked against the certificate's IP names; a name goes in SNI.
+        servername: secure.servername ?? (net.isIP(options.host) === 0 ? options.host : undefined),
+      })
+      : net.connect({ host: options.host, port: options.port });
     const timer = setTimeout(() => {
       s.destroy();
-      reject(new Error(`tcp connect to ${options.host}:${options.port} timed out after ${timeoutMs} ms`));
+      reject(new Error(`${what} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
     s.once("error", (e: Error) => {
       clearTimeout(timer);
-      reject(new Error(`tcp connect to ${options.host}:${options.port} failed: ${e.message}`, { cause: e }));
+      reject(new Error(`${what} failed: ${e.message}`, { cause: e }));
     });
-    s.once("connect", () => {
+    s.once(secure ? "secureConnect" : "connect", () => {
       clearTimeout(timer);
       s.removeAllListeners("error");
       resolve(new TcpLink(s, sizes));
@@ -344,11 +357,13 @@ class TcpLinkListener implements LinkListener {
   readonly #server: net.Server;
   readonly #accepted = new AcceptQueue<Link>();
 
-  constructor(server: net.Server, host: string, sizes: Required<LinkSizes>) {
+  constructor(server: net.Server, host: string, sizes: Required<LinkSizes>, secure: boolean) {
     this.#server = server;
     const a = server.address() as net.AddressInfo;
     this.address = { host, port: a.port };
-    server.on("connection", (s: net.Socket) => {
+    // A peer that fails the TLS handshake (no certificate, another CA) is dropped by the TLS server itself.
+    if (secure) server.on("tlsClientError", () => {});
+    server.on(secure ? "secureConnection" : "connection", (s: net.Socket) => {
       if (this.#accepted.closed) return void s.destroy();
       this.#accepted.push(new TcpLink(s, sizes));
     });
@@ -369,12 +384,15 @@ class TcpLinkListener implements LinkListener {
 export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
   const sizes = resolveSizes(options);
   return new Promise((resolve, reject) => {
-    const server = net.createServer({ pauseOnConnect: true });
+    const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
+    const server = secure
+      ? tls.createServer({ ...secure, requestCert: true, rejectUnauthorized: true, pauseOnConnect: true } as tls.TlsOptions)
+      : net.createServer({ pauseOnConnect: true });
     server.once("error", (e: Error) =>
       reject(new Error(`tcp listen on ${options.host}:${options.port} failed: ${e.message}`, { cause: e })));
     server.listen(options.port, options.host, () => {
       server.removeAllListeners("error");
-      resolve(new TcpLinkListener(server, options.host, sizes));
+      resolve(new TcpLinkListener(server, options.host, sizes, secure !== undefined));
     });
   });
 }
