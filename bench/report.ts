@@ -160,41 +160,6 @@ function guestSections(g: Json): Section[] {
   }];
 }
 
-/** The supplementary guest run with a longer progress spin, beside the main one. */
-function spinSection(g: Json, spin: Json): Section | undefined {
-  if (!g?.transport || !spin?.transport) return undefined;
-  const sizes: number[] = [...new Set<number>(g.transport.latency.map((r: Json) => r.size as number))].sort((a, b) => a - b);
-  const rl = (x: Json, s: number) => x.perftest?.readLat?.find((r: Json) => r.size === s)?.us;
-  const rows = sizes.map((s) => {
-    const a = (m: string) => lat(g.transport.latency, s, m)?.sendReturnUs, b = (m: string) => lat(spin.transport.latency, s, m)?.sendReturnUs;
-    return [fmtBytes(s), a("bcopy"), b("bcopy"), a("zcopy"), b("zcopy"), ratio(a("zcopy"), rl(g, s)), ratio(b("zcopy"), rl(spin, s))];
-  });
-  const th = spin.threshold;
-  return {
-    title: `Spin experiment: send→return p50 µs with RDMA_SPIN_US ${g.rdmaSpinUs ?? 500} (main run) and ${spin.rdmaSpinUs} (another run)`,
-    head: ["size", `bcopy ${g.rdmaSpinUs ?? 500} µs`, `bcopy ${spin.rdmaSpinUs} µs`, `zcopy ${g.rdmaSpinUs ?? 500} µs`, `zcopy ${spin.rdmaSpinUs} µs`, "zcopy/ib_read_lat main", "zcopy/ib_read_lat spin"],
-    rows,
-    note: `Each run against its own perftest. With the longer spin: latency crossover ${th?.latencyCrossover ? fmtBytes(th.latencyCrossover) : "none"}, throughput crossover ${th?.throughputCrossover ? fmtBytes(th.throughputCrossover) : "none"}; bcopy 64 B ½RTT/ib_send_lat ${ratio(lat(spin.transport.latency, 64, "bcopy")?.halfRttUs, bestSendLat(spin.perftest, 64))}.`,
-  };
-}
-
-/** The guest run repeated: how much the ratios move from one run to the next. */
-function repeatSection(g: Json, r: Json): Section | undefined {
-  if (!g?.transport || !r?.transport) return undefined;
-  const rows: Cell[][] = [];
-  const rl = (x: Json, s: number) => x.perftest?.readLat?.find((p: Json) => p.size === s)?.us;
-  const bw = (x: Json, s: number) => x.perftest?.readBw?.find((p: Json) => p.size === s && p.MBps > 0)?.MBps;
-  const add = (what: string, f: (x: Json) => string) => rows.push([what, f(g), f(r)]);
-  add("zcopy 64 KiB send→return / ib_read_lat", (x) => ratio(lat(x.transport.latency, 65536, "zcopy")?.sendReturnUs, rl(x, 65536)));
-  add("zcopy 1 MiB throughput / ib_read_bw", (x) => ratio(lat(x.transport.throughput, 1 << 20, "zcopy")?.MBps, bw(x, 1 << 20)));
-  add("zcopy 4 MiB throughput / ib_read_bw", (x) => ratio(lat(x.transport.throughput, 4 << 20, "zcopy")?.MBps, bw(x, 4 << 20)));
-  add("bcopy 64 B ½RTT / ib_send_lat (better mode)", (x) => ratio(lat(x.transport.latency, 64, "bcopy")?.halfRttUs, bestSendLat(x.perftest, 64)));
-  add("ib_send_lat 64 B (poll / events), µs", (x) => (x.perftest?.sendLat ?? []).map((p: Json) => p.us ?? "–").join(" / "));
-  add("latency crossover", (x) => (x.threshold?.latencyCrossover ? fmtBytes(x.threshold.latencyCrossover) : "none"));
-  add("throughput crossover", (x) => (x.threshold?.throughputCrossover ? fmtBytes(x.threshold.throughputCrossover) : "none"));
-  return { title: "The guest run repeated (same benchmark and settings): run-to-run variance of the ratios", head: ["ratio", "main run", "repeat"], rows };
-}
-
 function targetsSection(host: Json, g: Json): Section {
   const rows: Cell[][] = [];
   const t = g?.transport, perf = g?.perftest;
@@ -223,15 +188,13 @@ function targetsSection(host: Json, g: Json): Section {
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json, spin?: Json, repeat?: Json): { text: string; markdown: string; svg: string } {
+export function render(host: Json, guest: Json, _redis?: Json): { text: string; markdown: string; svg: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
   add(targetsSection(host, guest));
   add(ffiSection("FFI overhead on the host (no device)", host?.ffi));
   add(ffiSection("FFI and verbs overhead in the guest (real rxe connection; emulated CPU)", guest?.ffi));
   sections.push(...guestSections(guest));
-  add(spinSection(guest, spin));
-  add(repeatSection(guest, repeat));
   sections.push(...tcpSection(host?.tcp));
   sections.push(...httpSections(host?.http));
   add(memorySection(host?.memory, guest));

@@ -8,26 +8,26 @@
  *   npm run bench -- --only=ffi,tcp     a subset of the host parts
  *   npm run bench -- --quick            shorter runs (smoke test; numbers are rougher)
  *   npm run bench -- --report           no measuring: re-print and re-render from bench/results/
- *   npm run bench -- --guest-log=FILE   take the guest result from the saved output of a
- *                                       `bun bench/guest.ts` run inside a guest
- *                   [--save-as=guest-spin.json]  ...as a supplementary guest run (the spin
- *                                       experiment: `RDMA_SPIN_US=20000`) or guest-repeat.json (the same
- *                                       run repeated, for run-to-run variance), shown beside the main one
+ *   npm run bench -- --redis            also the Redis comparison (bench/redis.ts; needs redis-server)
+ *   npm run bench -- --redis-only       only the Redis comparison
+ *   npm run bench -- --guest-only --save-as=guest-x.json   a guest run saved under another name
+ *                                       (with its log guest-x.log), not shown in the report
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
- * `bench/results/host.json` and `guest.json`, `bench/results/chart.svg`, and
- * the figures block of `bench/README.md`.
+ * `bench/results/host.json`, `guest.json` (with `guest.log`, the guest's raw
+ * output), `redis.json`, `bench/results/chart.svg`, and the figures block of
+ * `bench/README.md`. Every JSON is written by the run that measured it, with
+ * its commit, runtime versions and settings.
  *
  * @module
  */
-import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { childResult, progress, ROOT, runChild, type Runtime, runtime } from "./lib.ts";
 import { render } from "./report.ts";
-import { chooseThreshold } from "./threshold.ts";
 
 const RUNTIMES: Runtime[] = ["bun", "deno"];
 const HOST_PARTS = ["ffi", "tcp", "http", "memory", "idle"] as const;
@@ -45,14 +45,33 @@ function meta(): Record<string, unknown> {
     commit = readFileSync(join(ROOT, ".git", "HEAD"), "utf8").trim();
     if (commit.startsWith("ref: ")) commit = readFileSync(join(ROOT, ".git", commit.slice(5)), "utf8").trim();
   } catch { /* not a checkout */ }
+  // Other sessions edit this checkout: the files that differ from the commit are part of what ran.
+  let dirty: string[] = [];
+  try {
+    dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: ROOT, encoding: "utf8" }).split("\n").filter(Boolean);
+  } catch { /* no git */ }
   return {
     date: new Date().toISOString(),
     commit,
+    uncommittedFiles: dirty,
     host: `${os.type()} ${os.release()} ${os.arch()}`,
     cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "?"}`,
+    loadavgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
     runner: runtime,
+    versions: versions(),
     quick,
   };
+}
+
+function versions(): Record<string, string> {
+  const v = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(join(ROOT, "node_modules", ".bin", cmd), args, { encoding: "utf8" }).split("\n")[0].trim();
+    } catch {
+      return "unknown";
+    }
+  };
+  return { bun: v("bun", ["--version"]), deno: v("deno", ["--version"]) };
 }
 
 function save(name: string, data: unknown): void {
@@ -112,39 +131,57 @@ async function hostParts(): Promise<Record<string, unknown>> {
   return results;
 }
 
-/** Runs bench/guest.ts inside the Soft-RoCE guest and returns its result. */
-async function guestParts(): Promise<unknown> {
+/**
+ * Runs bench/guest.ts inside the Soft-RoCE guest and returns its result. The
+ * guest's whole output (progress lines and every perftest output) is kept
+ * beside the JSON as `<name>.log`; the JSON holds the guest's own meta
+ * (commit read when it started) and the host's, taken before the boot.
+ */
+async function guestParts(name = "guest.json"): Promise<unknown> {
   progress("booting the Soft-RoCE guest (scripts/guest.sh); guest figures are under an emulated CPU: only ratios count");
+  const hostMeta = meta();
+  mkdirSync(RESULTS, { recursive: true });
+  const logName = name.replace(/\.json$/, ".log");
+  const log = createWriteStream(join(RESULTS, logName));
+  log.write(`# ${new Date().toISOString()} bash scripts/guest.sh bun bench/guest.ts${quick ? " --quick" : ""}\n# host meta: ${JSON.stringify(hostMeta)}\n`);
   const cmd = ["scripts/guest.sh", "bun", "bench/guest.ts", ...(quick ? ["--quick"] : [])];
-  const child = spawn("bash", cmd, { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"], env: process.env });
-  const result = await childResult<Record<string, unknown>>(child, "the guest benchmark", (line) => process.stderr.write(`guest| ${line}\n`));
-  const out = { meta: { ...meta(), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev (scripts/guest.sh)" }, ...result };
-  save("guest.json", withThreshold(out));
+  const child = spawn("bash", cmd, {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RDMA_GUEST_TIMEOUT: process.env.RDMA_GUEST_TIMEOUT ?? "90m" },
+  });
+  child.stderr!.on("data", (d: Uint8Array) => {
+    log.write(d);
+    process.stderr.write(d);
+  });
+  const result = await childResult<Record<string, unknown>>(child, "the guest benchmark", (line) => {
+    log.write(`${line}\n`);
+    process.stderr.write(`guest| ${line}\n`);
+  }).finally(() => new Promise<void>((r) => log.end(r)));
+  const out = {
+    ...result,
+    meta: { ...(result.meta as object), host: hostMeta, guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev (scripts/guest.sh)", log: `bench/results/${logName}` },
+  };
+  save(name, out);
   return out;
 }
 
-/** (Re)computes the threshold from the measured points, with the current rule. */
-// deno-lint-ignore no-explicit-any
-function withThreshold(g: any): unknown {
-  if (g.transport) g.threshold = chooseThreshold(g.transport.latency, g.transport.throughput);
-  return g;
-}
-
-/** Reads the `BENCH_JSON` line of a saved guest run. */
-function guestFromLog(file: string, name = "guest.json"): void {
-  const line = readFileSync(file, "utf8").split("\n").find((l) => l.startsWith("BENCH_JSON "));
-  if (!line) throw new Error(`${file} holds no BENCH_JSON line: did the guest run finish?`);
-  save(name, withThreshold({ meta: { ...meta(), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev", from: "saved guest output" }, ...JSON.parse(line.slice(11)) }));
-}
-
-const guestLog = args.find((a) => a.startsWith("--guest-log="))?.slice(12);
 const saveAs = args.find((a) => a.startsWith("--save-as="))?.slice(10);
-if (guestLog) guestFromLog(guestLog, saveAs);
-else if (!flag("report")) {
-  if (!flag("guest-only")) await hostParts();
-  if (flag("guest") || flag("guest-only")) await guestParts();
+if (!flag("report")) {
+  if (!flag("guest-only") && !flag("redis-only")) await hostParts();
+  if (flag("guest") || flag("guest-only")) await guestParts(saveAs);
+  if (flag("redis") || flag("redis-only")) await redisPart();
 }
-const report = render(load("host.json"), load("guest.json"), load("guest-spin.json"), load("guest-repeat.json"));
+
+/** The Redis comparison (bench/redis.ts), in its own result file. */
+async function redisPart(): Promise<void> {
+  const m = meta();
+  const { runRedisComparison } = await import("./redis.ts");
+  const r = await runRedisComparison({ quick });
+  save("redis.json", { meta: m, ...r });
+}
+
+const report = render(load("host.json"), load("guest.json"), load("redis.json"));
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");

@@ -23,11 +23,20 @@ import { FrameReader } from "./peer.ts";
 export interface LatencyPoint {
   size: number;
   mode: string;
+  /** Samples measured (after the warm-up). */
   n: number;
+  /** Round trips run before measuring (not counted). */
+  warmup?: number;
   sendReturnUs?: number;
+  sendReturnP90Us?: number;
   sendReturnP99Us?: number;
   halfRttUs: number;
+  halfRttP90Us?: number;
   halfRttP99Us: number;
+  halfRttMinUs?: number;
+  halfRttMaxUs?: number;
+  /** Wall time of the measured samples, s. */
+  seconds?: number;
 }
 
 export interface ThroughputPoint {
@@ -80,7 +89,72 @@ export async function sdpLatency(s: MessageSocket, size: number, n: number, mode
     }
   }
   const a = summarize(ret), b = summarize(rtt);
-  return { size, mode, n, sendReturnUs: a.p50, sendReturnP99Us: a.p99, halfRttUs: b.p50, halfRttP99Us: b.p99 };
+  return { size, mode, n, warmup, sendReturnUs: a.p50, sendReturnP99Us: a.p99, halfRttUs: b.p50, halfRttP99Us: b.p99 };
+}
+
+/** Nearest-rank percentile of sorted numbers, rounded. */
+function pct(sorted: number[], p: number): number {
+  return round(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]);
+}
+
+/**
+ * Ping-pong through an echo peer with a warm-up and a sample count chosen by
+ * time: warm-up until `warmup.max` round trips or `warmup.ms` have passed (at
+ * least `warmup.min`), then `samples` round trips, fewer only when the
+ * warm-up's pace says that `samples` would take longer than `budgetMs` (never
+ * fewer than `minSamples`). The point records how many of each were run.
+ */
+export async function sdpLatencyTimed(
+  s: MessageSocket,
+  size: number,
+  mode: string,
+  o: { samples: number; minSamples: number; budgetMs: number; warmup: { min: number; max: number; ms: number } },
+): Promise<LatencyPoint> {
+  const it = s[Symbol.asyncIterator]();
+  const msg = message(size);
+  const once = async (): Promise<[number, number]> => {
+    const t0 = performance.now();
+    const echoed = it.next();
+    await s.send(msg);
+    const t1 = performance.now();
+    const r = await echoed;
+    const t2 = performance.now();
+    if (r.done) throw new Error("echo peer closed the socket");
+    const m = r.value as ReceivedMessage;
+    if (m.bytes.length !== size) throw new Error(`echo of ${size} bytes came back with ${m.bytes.length}`);
+    m.release();
+    return [(t1 - t0) * 1000, (t2 - t0) * 500];
+  };
+  const w0 = performance.now();
+  let warm = 0;
+  while (warm < o.warmup.max && (warm < o.warmup.min || performance.now() - w0 < o.warmup.ms)) {
+    await once();
+    warm++;
+  }
+  // The pace of the whole warm-up (ms per round trip): slower than steady state, so the count errs low.
+  const pace = (performance.now() - w0) / Math.max(1, warm);
+  const n = Math.max(o.minSamples, Math.min(o.samples, Math.floor(o.budgetMs / Math.max(pace, 1e-3))));
+  const ret: number[] = new Array(n), rtt: number[] = new Array(n);
+  const m0 = performance.now();
+  for (let i = 0; i < n; i++) [ret[i], rtt[i]] = await once();
+  const seconds = round((performance.now() - m0) / 1000);
+  ret.sort((a, b) => a - b);
+  rtt.sort((a, b) => a - b);
+  return {
+    size,
+    mode,
+    n,
+    warmup: warm,
+    sendReturnUs: pct(ret, 50),
+    sendReturnP90Us: pct(ret, 90),
+    sendReturnP99Us: pct(ret, 99),
+    halfRttUs: pct(rtt, 50),
+    halfRttP90Us: pct(rtt, 90),
+    halfRttP99Us: pct(rtt, 99),
+    halfRttMinUs: round(rtt[0]),
+    halfRttMaxUs: round(rtt[n - 1]),
+    seconds,
+  };
 }
 
 /**
