@@ -85,8 +85,8 @@ export function newIncarnation(): string {
 
 export class Membership {
   readonly self: string;
-  readonly servers: readonly string[];
-  readonly majority: number;
+  servers: readonly string[];
+  majority: number;
   readonly leaseMs: number;
   readonly marginMs: number;
   readonly now: () => number;
@@ -118,6 +118,17 @@ export class Membership {
     this.now = options.now ?? (() => performance.now());
     this.#incarnation = options.incarnation ?? newIncarnation();
     this.#started = this.now();
+  }
+
+  /**
+   * Servers joined (from a changing peer list): they count toward the
+   * majority from now on. Servers are never removed: one that left still
+   * counts until the cluster restarts (a shrinking majority could let two
+   * sides of a partition both act).
+   */
+  addServers(ids: Iterable<string>): void {
+    this.servers = [...new Set([...this.servers, ...ids])];
+    this.majority = Math.floor(this.servers.length / 2) + 1;
   }
 
   get incarnation(): string {

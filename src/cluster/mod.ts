@@ -20,4 +20,5 @@ export {
   SessionUnavailableError,
 } from "./session_cluster.ts";
 export { startSessionCluster, type StartSessionClusterOptions } from "./start.ts";
+export { type DnsPeersOptions, resolvePeers } from "./dns_peers.ts";
 export { dialPeer, listenForPeers, type PeerListenOptions } from "./transport.ts";

@@ -267,7 +267,7 @@ export class ClusterNode {
   readonly self: string;
   readonly options: ClusterNodeOptions;
   readonly logger: RmiLogger;
-  readonly peers: ReadonlyMap<string, PeerConfig>;
+  #peers: Map<string, PeerConfig>;
   readonly counts = { authRejected: 0, malformedFrames: 0, inboundConnections: 0, heartbeatFailures: 0, certified: 0, deathNotices: 0, refused: 0 };
   readonly membership: Membership;
   /** Incarnation shown by each inbound endpoint's pings. */
@@ -289,12 +289,12 @@ export class ClusterNode {
     this.options = options;
     this.self = options.self;
     this.logger = options.logger ?? console;
-    this.peers = validatePeers(options.self, options.peers);
+    this.#peers = validatePeers(options.self, options.peers);
     secretBytes(options.secret);
     const leaseMs = options.leaseMs ?? options.heartbeatTimeoutMs ?? 2000;
     this.membership = new Membership({
       self: options.self,
-      servers: [...this.peers.keys()],
+      servers: [...this.#peers.keys()],
       leaseMs,
       marginMs: options.leaseMarginMs ?? Math.max(100, leaseMs / 4),
     });
@@ -366,12 +366,50 @@ export class ClusterNode {
   start(): void {
     if (this.#accepting) return;
     this.#accepting = this.#acceptLoop();
-    for (const peer of this.peers.values()) {
-      if (peer.id === this.self) continue;
-      const link = new PeerLink(peer, this);
-      this.#links.set(peer.id, link);
-      this.#loops.push(link.run());
+    for (const peer of this.peers.values()) this.#dialPeer(peer);
+  }
+
+  /** The current peer list, this server included. */
+  get peers(): ReadonlyMap<string, PeerConfig> {
+    return this.#peers;
+  }
+
+  /**
+   * Replaces the peer list (membership from DNS): new peers are dialed and
+   * join the lease majority; peers that left (or moved to another address)
+   * are dialed no more and are suspected (certified dead once a majority
+   * agrees). Throws `RangeError` for an invalid list or one without `self`.
+   */
+  setPeers(peers: readonly PeerConfig[]): { added: string[]; removed: string[] } {
+    const next = validatePeers(this.self, peers);
+    const added: string[] = [];
+    const removed: string[] = [];
+    for (const [id, link] of this.#links) {
+      const now = next.get(id);
+      if (now !== undefined && now.host === link.peer.host && now.port === link.peer.port && now.transport === link.peer.transport) continue;
+      this.#links.delete(id);
+      void link.close();
+      removed.push(id);
     }
+    this.#peers = next;
+    this.membership.addServers(next.keys());
+    if (this.#accepting) {
+      for (const peer of next.values()) {
+        if (peer.id !== this.self && !this.#links.has(peer.id)) {
+          this.#dialPeer(peer);
+          added.push(peer.id);
+        }
+      }
+    }
+    for (const id of removed) if (!next.has(id)) this.suspect(id);
+    return { added, removed };
+  }
+
+  #dialPeer(peer: PeerConfig): void {
+    if (peer.id === this.self || this.#closed) return;
+    const link = new PeerLink(peer, this);
+    this.#links.set(peer.id, link);
+    this.#loops.push(link.run());
   }
 
   /** The open, authenticated outbound endpoint to `peer`, or `undefined` when it is not up. */

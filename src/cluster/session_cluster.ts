@@ -121,6 +121,13 @@ export interface SessionClusterOptions {
   logger?: RmiLogger;
   /** Clock for sessions (ms since the Unix epoch). @default Date.now */
   now?: () => number;
+  /**
+   * Where a changing peer list comes from (membership from DNS: `dns_peers.ts`):
+   * asked every `peerRefreshMs` and soon after a peer goes down. @default the static `peers`
+   */
+  peerSource?: () => Promise<readonly PeerConfig[]>;
+  /** @default 5000 */
+  peerRefreshMs?: number;
 }
 
 /** Reply of the `handover` method. */
@@ -193,6 +200,9 @@ export class SessionCluster {
   /** Sessions being handed over: new requests wait (503). */
   #handing = new Set<string>();
   #closed = false;
+  #peerSource: (() => Promise<readonly PeerConfig[]>) | undefined;
+  #refresher: ReturnType<typeof setInterval> | undefined;
+  #refreshSoon: ReturnType<typeof setTimeout> | undefined;
   #cookies: SessionCookieSigner;
   #counts = {
     badCookies: 0,
@@ -238,6 +248,15 @@ export class SessionCluster {
       leaseMarginMs: options.leaseMarginMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       onPeerUp: () => this.#protectUnprotected(),
+      onPeerDown: () => {
+        // A peer that went away may have left the peer list too (DNS): look again soon, once.
+        if (this.#peerSource !== undefined && this.#refreshSoon === undefined) {
+          this.#refreshSoon = setTimeout(() => {
+            this.#refreshSoon = undefined;
+            void this.refreshPeers();
+          }, 200);
+        }
+      },
       onPeerDead: (peer, incarnation) => this.#onPeerDead(peer, incarnation),
       onReincarnate: () => this.#discardAll(),
     });
@@ -249,6 +268,34 @@ export class SessionCluster {
     this.node.start();
     const sweepMs = options.sweepIntervalMs ?? 1000;
     this.#sweeper = setInterval(() => this.sweep(), sweepMs);
+    if (options.peerSource !== undefined) {
+      this.#peerSource = options.peerSource;
+      this.#refresher = setInterval(() => void this.refreshPeers(), options.peerRefreshMs ?? 5000);
+    }
+  }
+
+  /**
+   * Asks the peer source (DNS) again and applies the list: new peers are
+   * dialed (new sessions may pick them as secondaries; existing sessions stay
+   * where rendezvous hashing put them), vanished ones are treated as down.
+   * Never rejects: a failed lookup keeps the current list and is logged.
+   */
+  async refreshPeers(): Promise<void> {
+    if (this.#peerSource === undefined || this.#closed) return;
+    try {
+      const peers = await this.#peerSource();
+      if (this.#closed) return;
+      if (!peers.some((p) => p.id === this.self)) {
+        this.#logger.warn(`cluster ${this.self}: the peer list has no entry for this server; keeping the current one`);
+        return;
+      }
+      const { added, removed } = this.node.setPeers(peers);
+      if (added.length || removed.length) {
+        this.#logger.warn(`cluster ${this.self}: peers changed: +[${added.join(",")}] -[${removed.join(",")}]`);
+      }
+    } catch (error) {
+      this.#logger.warn(`cluster ${this.self}: peer refresh failed, keeping the current list: ${(error as Error).message}`);
+    }
   }
 
   /** Resolves true once every peer is connected, false after `timeoutMs`. */
@@ -387,6 +434,8 @@ export class SessionCluster {
   /** Stops the sweeper and closes every connection. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#refresher !== undefined) clearInterval(this.#refresher);
+    if (this.#refreshSoon !== undefined) clearTimeout(this.#refreshSoon);
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     this.#sweeper = undefined;
     await this.node.close();
