@@ -4,8 +4,8 @@
  *
  * 1. Guest latency by message size (log-log): bcopy, zcopy, ib_read_lat, ib_send_lat.
  * 2. Guest throughput by message size (log x): bcopy, zcopy, ib_read_bw.
- * 3. HTTP p50 per ack mode, Bun and Deno.
- * 4. FFI cost per call on the host, Bun and Deno.
+ * 3. HTTP p50 at 1 user: the Redis session store against withSessions (ack none, transport, applied), Bun and Deno.
+ * 4. HTTP requests/s at 8 users, the same setups.
  *
  * @module
  */
@@ -118,7 +118,7 @@ export function barPanel(ox: number, oy: number, title: string, yLabel: string, 
 const C = { bcopy: "#1f77b4", zcopy: "#d62728", ref: "#2ca02c", ref2: "#9467bd", bun: "#f0a030", deno: "#303030" };
 
 /** The whole chart (2 × 2 panels). */
-export function chart(host: Json, guest: Json): string {
+export function chart(guest: Json, redis: Json): string {
   const t = guest?.transport;
   const pick = (rows: Json[] | undefined, mode: string, key: string): [number, number][] =>
     (rows ?? []).filter((r: Json) => r.mode === mode && r[key] !== undefined).map((r: Json) => [r.size, r[key]]);
@@ -134,22 +134,19 @@ export function chart(host: Json, guest: Json): string {
     { name: "ours zcopy", color: C.zcopy, points: pick(t?.throughput, "zcopy", "MBps") },
     { name: "ib_read_bw", color: C.ref, dashed: true, points: (perf.readBw ?? []).filter((r: Json) => r.MBps > 0).map((r: Json) => [r.size, r.MBps]) },
   ], false);
-  const modes = ["plain", "sessions", "none", "transport", "applied"];
-  const httpRuns: Json[] = host?.http?.runs ?? [];
-  const c1 = host?.http?.concurrencies?.[0] ?? 1;
-  const p50 = (rt: string, m: string) => httpRuns.find((r) => r.runtime === rt && r.mode === m && (r.concurrency ?? c1) === c1)?.p50Ms;
-  const http = barPanel(0, H + 20, `HTTP p50 by replication mode (host, ${c1} user${c1 === 1 ? "" : "s"})`, "ms", modes, [
-    { name: "Bun.serve", color: C.bun, values: modes.map((m) => p50("bun", m)) },
-    { name: "Deno.serve", color: C.deno, values: modes.map((m) => p50("deno", m)) },
+  const setups = ["redis", "none", "transport", "applied"];
+  const rs: Json[] = redis?.speed ?? [];
+  const cs: number[] = redis?.concurrencies ?? [1, 8];
+  const val = (rt: string, setup: string, c: number, key: string) => rs.find((r) => r.runtime === rt && r.setup === setup && r.concurrency === c)?.[key];
+  const c0 = cs[0], c1 = cs[cs.length - 1];
+  const http = barPanel(0, H + 20, `HTTP p50: Redis store vs withSessions (${c0} user${c0 === 1 ? "" : "s"})`, "ms", setups, [
+    { name: "Bun.serve", color: C.bun, values: setups.map((m) => val("bun", m, c0, "p50Ms")) },
+    { name: "Deno.serve", color: C.deno, values: setups.map((m) => val("deno", m, c0, "p50Ms")) },
   ]);
-  const ffiCases: Json[] = host?.ffi?.bun?.cases ?? [];
-  const short = (n: string) => n.replace(/ \(.*\)$/, "").replace("ArrayBuffer view (reference): ", "view: ").slice(0, 18);
-  const ffiNames = ffiCases.map((c: Json) => c.name).filter((n: string) => !n.includes("set()"));
-  const ns = (rt: string, n: string) => host?.ffi?.[rt]?.cases.find((c: Json) => c.name === n)?.nsPerOp.p50;
-  const ffi = barPanel(W + 20, H + 20, "FFI cost per operation (host), p50", "ns", ffiNames.map(short), [
-    { name: "Bun", color: C.bun, values: ffiNames.map((n: string) => ns("bun", n)) },
-    { name: "Deno", color: C.deno, values: ffiNames.map((n: string) => ns("deno", n)) },
+  const rps = barPanel(W + 20, H + 20, `HTTP requests/s: Redis store vs withSessions (${c1} users)`, "req/s", setups, [
+    { name: "Bun.serve", color: C.bun, values: setups.map((m) => val("bun", m, c1, "rps")) },
+    { name: "Deno.serve", color: C.deno, values: setups.map((m) => val("deno", m, c1, "rps")) },
   ]);
   const w = 2 * W + 20, h = 2 * H + 20;
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">\n${lat}\n${bw}\n${http}\n${ffi}\n</svg>\n`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">\n${lat}\n${bw}\n${http}\n${rps}\n</svg>\n`;
 }

@@ -36,8 +36,8 @@ const APP = `${ROOT}/bench/redis_app.ts`;
 const SECRET = "bench-redis-comparison-secret-0123456789";
 
 /** redis-server's version line; throws with what to install when it is missing. */
-export function requireRedisServer(): string {
-  const r = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
+export function requireRedisServer(bin = "redis-server"): string {
+  const r = spawnSync(bin, ["--version"], { encoding: "utf8" });
   if (r.error || r.status !== 0) {
     throw new Error(
       "redis-server is not installed (or not on PATH): the Redis comparison starts a real one. Install it: `apt-get install redis-server` (Debian/Ubuntu; .ci/run does), `dnf install redis` (RHEL), `brew install redis` (macOS)",
@@ -187,7 +187,7 @@ interface User {
   ok: Map<string, boolean>; // key → acknowledged
 }
 
-async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: number): Promise<KillRun> {
+async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: number, attempts = 30): Promise<KillRun> {
   const s = await startSetup(rt, setup);
   const t0 = performance.now();
   try {
@@ -233,7 +233,7 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
         await sleep(2 + Math.random() * 8);
         if (!killed && done >= total * 0.4) await kill();
         const key = `u${k}`;
-        const r = await request(u, `/put?k=${key}&v=${ui}.${k}`, 30);
+        const r = await request(u, `/put?k=${key}&v=${ui}.${k}`, attempts);
         if (!r) failed++;
         else u.ok.set(key, ["transport", "applied", "redis"].includes(r.replication ?? ""));
         done++;
@@ -244,7 +244,7 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
       let acknowledgedLost = 0, okLost = 0, sessionsLost = 0, sessionsUnavailable = 0;
       for (const u of list) {
         if (u.ok.size === 0) continue;
-        const r = await request(u, "/all", 20);
+        const r = await request(u, "/all", Math.max(5, attempts));
         if (!r) {
           sessionsUnavailable++;
           continue;
@@ -308,22 +308,29 @@ export interface RedisComparison {
   kill: KillRun[];
 }
 
-export async function runRedisComparison(o: { quick?: boolean; runtimes?: Runtime[]; tiny?: boolean } = {}): Promise<RedisComparison> {
+/**
+ * The whole comparison. `tiny` (the smoke test): 1 user, half-second runs,
+ * 6 users × 5 updates with few retries; `setups` narrows the setups.
+ */
+export async function runRedisComparison(
+  o: { quick?: boolean; runtimes?: Runtime[]; tiny?: boolean; setups?: readonly RedisSetup[] } = {},
+): Promise<RedisComparison> {
   const redisServer = requireRedisServer();
   const runtimes = o.runtimes ?? ["bun", "deno"];
+  const setups = o.setups ?? REDIS_SETUPS;
   const concurrencies = o.tiny ? [1] : [1, 8];
   const durationMs = o.tiny ? 500 : o.quick ? 1500 : 5000;
   const warmupMs = o.tiny ? 200 : o.quick ? 500 : 1000;
   const speedRuns: RedisSpeedRun[] = [];
   for (const c of concurrencies) {
     for (const rt of runtimes) {
-      for (const setup of REDIS_SETUPS) speedRuns.push(await speed(rt, setup, c, durationMs, warmupMs));
+      for (const setup of setups) speedRuns.push(await speed(rt, setup, c, durationMs, warmupMs));
     }
   }
   const kills: KillRun[] = [];
   const [users, updates] = o.tiny ? [6, 5] : o.quick ? [12, 10] : [30, 20];
   for (const rt of runtimes) {
-    for (const setup of REDIS_SETUPS) kills.push(await killRun(rt, setup, users, updates));
+    for (const setup of setups) kills.push(await killRun(rt, setup, users, updates, o.tiny ? 8 : 30));
   }
   return {
     part: "redis",

@@ -126,38 +126,121 @@ function idleSection(host: Json, guest: Json): Section | undefined {
   return { title: "CPU of an idle connected pair", head: ["where", "seconds", "plain TCP pair ms", "SDP pair ms", "SDP % of a core", "acks while idle"], rows };
 }
 
+/** perftest runs of the guest run: what ran, how many iterations, what it reported. */
+function perftestSection(g: Json): Section | undefined {
+  const perf = g?.perftest;
+  if (!perf) return undefined;
+  const rows: Cell[][] = [];
+  for (const r of perf.sendLat ?? []) rows.push([`ib_send_lat (${r.completion})`, fmtBytes(r.size), r.iterations, r.probeIterations ?? "–", r.us, r.avgUs, r.p99Us, "–"]);
+  for (const r of perf.readLat ?? []) rows.push(["ib_read_lat", fmtBytes(r.size), r.iterations, r.probeIterations ?? "–", r.us, r.avgUs, r.p99Us, "–"]);
+  for (const r of perf.readBw ?? []) rows.push(["ib_read_bw", fmtBytes(r.size), r.iterations, r.probeIterations ?? "–", "–", "–", "–", r.MBps]);
+  for (const f of perf.failed ?? []) rows.push([`failed: ${String(f).split("\n")[0].slice(0, 120)}`, "–", "–", "–", "–", "–", "–", "–"]);
+  return {
+    title: "perftest in the guest run, alone (nothing else of ours running), over rdma_cm (-R)",
+    head: ["tool", "size", "iterations", "probe iterations", "typical µs", "average µs", "p99 µs", "MB/s (10^6)"],
+    rows,
+    note: `Iterations: ${g.meta?.settings?.targetIterations ?? 1000}, fewer only where a probe run said ${g.meta?.settings?.targetIterations ?? 1000} would take longer than ${Math.round((g.meta?.settings?.budgetMsPerMeasurement ?? 0) / 1000)} s (the probe's count is shown). Raw output: ${g.meta?.log ?? "the run's log"}.`,
+  };
+}
+
 function guestSections(g: Json): Section[] {
   if (!g?.transport) return [];
-  const t = g.transport, perf = g.perftest;
+  const t = g.transport, perf = g.perftest ?? {};
   const sizes: number[] = [...new Set<number>(t.latency.map((r: Json) => r.size as number))].sort((a, b) => a - b);
-  const readLat = (s: number) => perf.readLat.find((r: Json) => r.size === s)?.us;
+  const readLat = (s: number) => perf.readLat?.find((r: Json) => r.size === s)?.us;
   const sendLat = (s: number) => bestSendLat(perf, s);
   const latRows = sizes.map((s) => {
     const b = lat(t.latency, s, "bcopy"), z = lat(t.latency, s, "zcopy");
-    return [fmtBytes(s), b?.sendReturnUs, b?.halfRttUs, z?.sendReturnUs, z?.halfRttUs, sendLat(s), readLat(s), ratio(b?.halfRttUs, sendLat(s)), ratio(z?.sendReturnUs, readLat(s))];
+    return [fmtBytes(s), b ? `${b.n} / ${z?.n ?? "–"}` : undefined, b?.sendReturnUs, b?.sendReturnP99Us, b?.halfRttUs, z?.sendReturnUs, z?.sendReturnP99Us, z?.halfRttUs, sendLat(s), readLat(s), ratio(b?.halfRttUs, sendLat(s)), ratio(z?.sendReturnUs, readLat(s))];
   });
   const bwSizes: number[] = [...new Set<number>(t.throughput.map((r: Json) => r.size as number))].sort((a, b) => a - b);
   // perftest sometimes prints 0 MB/s under the emulated clock: that is no measurement.
-  const readBw = (s: number) => perf.readBw.find((r: Json) => r.size === s && r.MBps > 0)?.MBps;
+  const readBw = (s: number) => perf.readBw?.find((r: Json) => r.size === s && r.MBps > 0)?.MBps;
   const bwRows = bwSizes.map((s) => {
     const b = lat(t.throughput, s, "bcopy"), z = lat(t.throughput, s, "zcopy");
-    return [fmtBytes(s), b?.MBps, z?.MBps, readBw(s), ratio(b?.MBps, readBw(s)), ratio(z?.MBps, readBw(s)), ratio(z?.MBps, b?.MBps)];
+    return [fmtBytes(s), b?.messages, b?.MBps, z?.MBps, readBw(s), ratio(b?.MBps, readBw(s)), ratio(z?.MBps, readBw(s)), ratio(z?.MBps, b?.MBps)];
   });
   const th = g.threshold;
   return [{
-    title: "RDMA in the Soft-RoCE guest: latency, p50 µs (emulated CPU: read the ratios)",
-    head: ["size", "bcopy send→return", "bcopy ½RTT", "zcopy send→return", "zcopy ½RTT", "ib_send_lat", "ib_read_lat", "bcopy ½RTT/ib_send_lat", "zcopy/ib_read_lat"],
+    title: "RDMA in the Soft-RoCE guest: latency, µs (emulated CPU: read the ratios)",
+    head: ["size", "samples bcopy / zcopy", "bcopy send→return p50", "p99", "bcopy ½RTT p50", "zcopy send→return p50", "p99", "zcopy ½RTT p50", "ib_send_lat", "ib_read_lat", "bcopy ½RTT/ib_send_lat", "zcopy/ib_read_lat"],
     rows: latRows,
+    note: "After a warm-up (up to 200 round trips or 10 s); samples as shown (1,000 unless the time budget cut them). perftest: its typical (median) figure; ib_send_lat the better of busy polling and CQ events.",
   }, {
-    title: `RDMA in the guest: throughput, MB/s (${t.window} in flight to a sink; perftest MB = 2^20 B converted to 10^6)`,
-    head: ["size", "bcopy", "zcopy", "ib_read_bw", "bcopy/ib_read_bw", "zcopy/ib_read_bw", "zcopy/bcopy"],
+    title: `RDMA in the guest: throughput, MB/s (${t.window} in flight to a sink, after a warm-up of ${2 * t.window}; perftest MB = 2^20 B converted to 10^6)`,
+    head: ["size", "messages", "bcopy", "zcopy", "ib_read_bw", "bcopy/ib_read_bw", "zcopy/ib_read_bw", "zcopy/bcopy"],
     rows: bwRows,
   }, {
-    title: `zcopy threshold from this run: proposed ${th?.proposed ? fmtBytes(th.proposed) : "–"} (latency crossover ${th?.latencyCrossover ? fmtBytes(th.latencyCrossover) : "none"}, throughput crossover ${th?.throughputCrossover ? fmtBytes(th.throughputCrossover) : "none"})`,
+    title: `zcopy threshold from this run: proposed ${th?.proposed ? fmtBytes(th.proposed) : "none"} (latency crossover ${th?.latencyCrossover ? fmtBytes(th.latencyCrossover) : "none"}, throughput crossover ${th?.throughputCrossover ? fmtBytes(th.throughputCrossover) : "none"})`,
     head: ["size", "bcopy µs", "zcopy µs", "zcopy/bcopy latency", "bcopy MB/s", "zcopy MB/s", "zcopy/bcopy throughput"],
     rows: (th?.evidence ?? []).map((e: Json) => [fmtBytes(e.size), e.bcopyUs, e.zcopyUs, ratio(e.zcopyUs, e.bcopyUs), e.bcopyMBps, e.zcopyMBps, ratio(e.zcopyMBps, e.bcopyMBps)]),
-    note: th?.rule ? `Rule: ${th.rule}.` : undefined,
+    note: th?.rule ? `Rule (stated before the run): ${th.rule}.` : undefined,
   }];
+}
+
+const SETUP_LABEL: Record<string, string> = {
+  redis: "Redis store (redis-server)",
+  none: "withSessions, ack none",
+  transport: "withSessions, ack transport",
+  applied: "withSessions, ack applied",
+};
+
+function redisSpeedSections(r: Json): Section[] {
+  if (!r?.speed?.length) return [];
+  return (r.concurrencies as number[]).map((c) => {
+    const get = (rt: string, setup: string) => r.speed.find((x: Json) => x.runtime === rt && x.setup === setup && x.concurrency === c);
+    const rows = ["redis", "none", "transport", "applied"].map((setup) => {
+      const row: Cell[] = [SETUP_LABEL[setup]];
+      for (const rt of ["bun", "deno"]) {
+        const x = get(rt, setup), base = get(rt, "redis");
+        row.push(x?.p50Ms, x?.p99Ms, x?.rps, ratio(x?.p50Ms, base?.p50Ms), ratio(x?.rps, base?.rps));
+      }
+      return row;
+    });
+    return {
+      title: `Sessions in Redis vs withSessions (3 servers, tcp), ${c} concurrent user${c === 1 ? "" : "s"}, the same app and load`,
+      head: ["setup", "Bun p50 ms", "Bun p99 ms", "Bun req/s", "Bun p50/Redis", "Bun req/s / Redis", "Deno p50 ms", "Deno p99 ms", "Deno req/s", "Deno p50/Redis", "Deno req/s / Redis"],
+      rows,
+      note: `Load: ${r.loadgen}, ${r.warmupMs} ms warm-up, ${r.durationMs} ms measured. Redis store: ${r.store}; ${r.redisServer}. Ours: ${r.cluster}.`,
+    };
+  });
+}
+
+function redisKillSection(r: Json): Section | undefined {
+  if (!r?.kill?.length) return undefined;
+  const rows = r.kill.map((k: Json) => [
+    `${k.runtime} ${SETUP_LABEL[k.setup]}`,
+    k.killed,
+    `${k.users} × ${k.updatesPerUser}`,
+    k.acknowledged,
+    k.unacknowledgedOk,
+    k.failed,
+    k.acknowledgedLost,
+    `${k.sessionsLost} / ${k.sessions}`,
+    `${k.sessionsUnavailable} / ${k.sessions}`,
+    k.afterRestart ? `${k.afterRestart.acknowledgedLost} acked lost, ${k.afterRestart.sessionsLost} / ${k.sessions} sessions lost` : "–",
+  ]);
+  return {
+    title: "Killing a server (SIGKILL at 40 % of the updates): what the sessions kept",
+    head: ["setup", "killed", "users × updates", "acked", "200 not acked", "failed (no 200)", "acked lost", "sessions lost", "sessions unavailable", "redis-server restarted"],
+    rows,
+    note: "Every update writes its own key (/put?k=u<i>); acked = a 200 whose x-replication said transport, applied or redis (redis-server replied to the SET). Read back after the load: through the surviving app servers (ours), or the one app server while redis-server is down and again after it was restarted with the same settings (Redis). Sessions lost: read back with none of their updates; unavailable: no server could answer.",
+  };
+}
+
+/** Where each result came from: commit, versions, settings, load. */
+function runsSection(host: Json, guest: Json, redis: Json): Section | undefined {
+  const rows: Cell[][] = [];
+  const add = (file: string, m: Json, settings: string) => {
+    if (!m) return;
+    rows.push([file, m.date, String(m.commit ?? "?").slice(0, 10), m.bun ?? m.versions?.bun ?? m.host?.versions?.bun, m.deno ?? m.versions?.deno ?? m.host?.versions?.deno, settings, (m.host?.loadavgAtStart ?? m.loadavgAtStart ?? "–").toString(), m.log ?? "–"]);
+  };
+  add("host.json", host?.meta, "–");
+  const s = guest?.meta?.settings;
+  add("guest.json", guest?.meta, s ? `RDMA_SPIN_US ${s.rdmaSpinUs}; forced thresholds bcopy ${s.forcedThresholds.bcopy}, zcopy ${s.forcedThresholds.zcopy}; ${s.targetIterations} iterations/samples, budget ${s.budgetMsPerMeasurement / 1000} s; window ${s.window}, ≥ ${s.minThroughputMessages} messages` : "–");
+  add("redis.json", redis?.meta, redis ? `${redis.durationMs} ms per setup, users ${redis.concurrencies?.join(", ")}` : "–");
+  if (!rows.length) return undefined;
+  return { title: "The runs behind these figures", head: ["file", "started", "commit", "bun", "deno", "settings", "host load average at start", "raw log"], rows };
 }
 
 function targetsSection(host: Json, g: Json): Section {
@@ -188,18 +271,27 @@ function targetsSection(host: Json, g: Json): Section {
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json, _redis?: Json): { text: string; markdown: string; svg: string } {
+export function render(host: Json, guest: Json, redis?: Json): { text: string; markdown: string; svg: string; readme: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
+  add(runsSection(host, guest, redis));
   add(targetsSection(host, guest));
+  sections.push(...redisSpeedSections(redis));
+  add(redisKillSection(redis));
   add(ffiSection("FFI overhead on the host (no device)", host?.ffi));
   add(ffiSection("FFI and verbs overhead in the guest (real rxe connection; emulated CPU)", guest?.ffi));
+  add(perftestSection(guest));
   sections.push(...guestSections(guest));
   sections.push(...tcpSection(host?.tcp));
   sections.push(...httpSections(host?.http));
   add(memorySection(host?.memory, guest));
   add(idleSection(host, guest));
   const text = sections.map((s) => textTable(s.title, s.head, s.rows) + (s.note ? `\n${s.note}` : "")).join("\n");
-  const markdown = sections.map((s) => `#### ${s.title}\n\n${markdownTable(s.head, s.rows)}${s.note ? `\n\n${s.note}` : ""}`).join("\n\n");
-  return { text, markdown, svg: chart(host, guest) };
+  const md = (s: Section) => `#### ${s.title}\n\n${markdownTable(s.head, s.rows)}${s.note ? `\n\n${s.note}` : ""}`;
+  const markdown = sections.map(md).join("\n\n");
+  // README.md's Benchmarks section: the runs, the targets, Redis against ours, the kill test.
+  const headline = [runsSection(host, guest, redis), targetsSection(host, guest), ...redisSpeedSections(redis), redisKillSection(redis)]
+    .filter((s): s is Section => s !== undefined).map((s) => ({ ...s, title: s.title.replace(/^#+ /, "") }));
+  const readme = headline.map(md).join("\n\n");
+  return { text, markdown, svg: chart(guest, redis), readme };
 }

@@ -185,15 +185,19 @@ const report = render(load("host.json"), load("guest.json"), load("redis.json"))
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");
-const readme = join(ROOT, "bench", "README.md");
-if (existsSync(readme)) {
-  const text = readFileSync(readme, "utf8");
-  const start = "<!-- figures:start -->";
-  const end = "<!-- figures:end -->";
+/** Replaces the text between two markers of a file (the markers stay); false if they are missing. */
+function between(file: string, start: string, end: string, body: string): boolean {
+  if (!existsSync(file)) return false;
+  const text = readFileSync(file, "utf8");
   const a = text.indexOf(start), b = text.indexOf(end);
-  if (a >= 0 && b > a) {
-    writeFileSync(readme, `${text.slice(0, a + start.length)}\n${report.markdown}\n${text.slice(b)}`);
-    progress("updated the figures block of bench/README.md");
-  }
+  if (a < 0 || b < a) return false;
+  writeFileSync(file, `${text.slice(0, a + start.length)}\n${body}\n${text.slice(b)}`);
+  return true;
+}
+if (between(join(ROOT, "bench", "README.md"), "<!-- figures:start -->", "<!-- figures:end -->", report.markdown)) {
+  progress("updated the figures block of bench/README.md");
+}
+if (between(join(ROOT, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", report.readme)) {
+  progress("updated the generated block of README.md's Benchmarks section");
 }
 process.exit(0);

@@ -5,6 +5,8 @@ import { runFfi } from "../bench/ffi.ts";
 import { FrameReader } from "../bench/peer.ts";
 import { render } from "../bench/report.ts";
 import { markdownTable, ratio } from "../bench/table.ts";
+import { chooseThreshold } from "../bench/threshold.ts";
+import { requireRedisServer, runRedisComparison } from "../bench/redis.ts";
 
 test("bench batched measures many operations per sample and reports per-operation time", async () => {
   let calls = 0;
@@ -44,4 +46,69 @@ test("bench report renders tables and an SVG chart with or without results", () 
   assert.equal(ratio(3, 2), "1.50×");
   assert.equal(ratio(1, 0), "–");
   assert.equal(markdownTable(["a", "b"], [["x", 1]]), "| a | b |\n| --- | ---: |\n| x | 1 |");
+});
+
+test("bench threshold: the throughput crossover decides, at least 4 KiB; none without a crossover", () => {
+  const lat = (size: number, b: number, z: number) => [
+    { size, mode: "bcopy", n: 1000, sendReturnUs: b, halfRttUs: b, halfRttP99Us: b },
+    { size, mode: "zcopy", n: 1000, sendReturnUs: z, halfRttUs: z, halfRttP99Us: z },
+  ];
+  const bw = (size: number, b: number, z: number) => [
+    { size, mode: "bcopy", messages: 160, window: 16, MBps: b, seconds: 1 },
+    { size, mode: "zcopy", messages: 160, window: 16, MBps: z, seconds: 1 },
+  ];
+  const t = chooseThreshold([...lat(1024, 1, 2), ...lat(65536, 2, 3), ...lat(1 << 20, 9, 5)], [...bw(1024, 5, 1), ...bw(65536, 5, 6), ...bw(1 << 20, 5, 9)]);
+  assert.equal(t.throughputCrossover, 65536);
+  assert.equal(t.latencyCrossover, 1 << 20);
+  assert.equal(t.proposed, 65536);
+  // zcopy better at a small size but worse at a larger one: the crossover starts above it.
+  assert.equal(chooseThreshold([], [...bw(1024, 1, 5), ...bw(65536, 6, 5), ...bw(1 << 20, 5, 9)]).throughputCrossover, 1 << 20);
+  assert.equal(chooseThreshold([], [...bw(1 << 20, 9, 5)]).proposed, null);
+});
+
+test("bench report renders the Redis comparison and the README block from results", () => {
+  const speed = (runtime: string, setup: string, p50Ms: number, rps: number) => ({ runtime, setup, concurrency: 1, p50Ms, p99Ms: Math.round(p50Ms * 30) / 10, rps, meanMs: p50Ms, requests: rps, errors: 0, statuses: {}, replication: {} });
+  const redis = {
+    meta: { date: "2026-12-02T00:00:00Z", commit: "0123456789abcdef", versions: { bun: "1", deno: "2" } },
+    concurrencies: [1], durationMs: 500, warmupMs: 200, loadgen: "bun", store: "GET/SET", cluster: "3 servers", redisServer: "Redis server v=7",
+    speed: ["bun", "deno"].flatMap((rt) => [speed(rt, "redis", 0.4, 2000), speed(rt, "none", 0.2, 4000), speed(rt, "transport", 0.3, 3000), speed(rt, "applied", 0.5, 1500)]),
+    kill: [{ runtime: "bun", setup: "redis", killed: "redis-server", users: 6, updatesPerUser: 5, acknowledged: 12, unacknowledgedOk: 0, failed: 18, acknowledgedLost: 0, okLost: 0, sessions: 6, sessionsLost: 0, sessionsUnavailable: 6, afterRestart: { acknowledgedLost: 12, sessionsLost: 6, sessionsUnavailable: 0 }, seconds: 5 }],
+  };
+  const r = render(undefined, undefined, redis);
+  assert.match(r.readme, /Sessions in Redis vs withSessions/);
+  assert.match(r.readme, /\| withSessions, ack transport \| 0\.3 \| 0\.9 \| 3000 \| 0\.75× \| 1\.50× \|/);
+  assert.match(r.readme, /Killing a server/);
+  assert.match(r.readme, /12 acked lost, 6 \/ 6 sessions lost/);
+  assert.match(r.svg, /Redis store vs withSessions/);
+});
+
+test("bench redis: a missing redis-server fails with what to install", () => {
+  assert.throws(() => requireRedisServer("redis-server-that-does-not-exist"), /apt-get install redis-server/);
+});
+
+// CI installs redis-server (.ci/run): there a missing one fails this test; elsewhere it is skipped.
+let redisMissing: string | undefined;
+try {
+  requireRedisServer();
+} catch (e) {
+  redisMissing = (e as Error).message;
+}
+test("bench redis: a tiny comparison run against a real redis-server (this runtime's servers)", { skip: redisMissing !== undefined && !process.env.CI ? redisMissing : false, timeout: 55_000 }, async () => {
+  if (redisMissing) throw new Error(redisMissing);
+  const rt = "Bun" in globalThis ? "bun" : "deno";
+  const r = await runRedisComparison({ tiny: true, runtimes: [rt], setups: ["redis", "transport"] });
+  assert.deepEqual(r.speed.map((s) => s.setup), ["redis", "transport"]);
+  for (const s of r.speed) {
+    assert.ok(s.requests > 0, `${s.setup}: no request completed`);
+    assert.equal(s.errors, 0, `${s.setup}: ${s.errors} errors`);
+  }
+  assert.ok((r.speed[0].replication.redis ?? 0) > 0, "the Redis setup's responses name redis");
+  assert.ok((r.speed[1].replication.transport ?? 0) > 0, "the transport setup's responses were acknowledged");
+  const [killRedis, killOurs] = r.kill;
+  // redis-server without persistence: after its restart every session is gone.
+  assert.equal(killRedis.afterRestart?.sessionsLost, killRedis.sessions);
+  assert.equal(killRedis.sessionsUnavailable + killRedis.sessionsLost, killRedis.sessions, "while redis-server is down no session is readable");
+  // ack transport: no acknowledged update is lost when one of three servers dies.
+  assert.ok(killOurs.acknowledged > 0);
+  assert.equal(killOurs.acknowledgedLost, 0);
 });
