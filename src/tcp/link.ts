@@ -54,6 +54,14 @@ import {
 import { HEADER_SIZE, ProtocolError } from "../sdp/wire.ts";
 
 const DESTROY_AFTER_MS = 1000;
+/** Several frames of one turn up to this many bytes are copied into a reused staging buffer. */
+const STAGE_SIZE = 4096;
+
+/** A staging buffer and its last exact-length view. */
+interface Stage {
+  buf: Uint8Array;
+  view: Uint8Array | undefined;
+}
 
 /** One TCP connection as a link. */
 export class TcpLink implements Link {
@@ -90,8 +98,11 @@ export class TcpLink implements Link {
   readonly #writtenSlots: Int32Array;
   #writtenHead = 0;
   #writtenCount = 0;
-  /** Frames per write in flight, in write order (a ring). */
+  /** Frames per write in flight, in write order (a ring), and the staging buffer each holds (-1: none). */
   readonly #writeFrames: Int32Array;
+  readonly #writeStage: Int32Array;
+  readonly #stages: Stage[] = [];
+  readonly #freeStages: number[] = [];
   #writesHead = 0;
   #writesCount = 0;
   readonly #flushBound = () => this.#flush();
@@ -110,6 +121,7 @@ export class TcpLink implements Link {
     this.#batchLen = new Int32Array(sendSlots);
     this.#writtenSlots = new Int32Array(sendSlots);
     this.#writeFrames = new Int32Array(sendSlots);
+    this.#writeStage = new Int32Array(sendSlots);
     for (let i = 0; i < recvBufferCount; i++) this.#posted.push(i);
     socket.setNoDelay(true);
     socket.pause();
@@ -151,25 +163,39 @@ export class TcpLink implements Link {
     if (n === 0 || this.#closing) return;
     const cap = this.#writtenSlots.length;
     let data: Uint8Array;
+    let stage = -1;
+    const total = this.#batchBytes;
     if (n === 1) {
       const slot = this.#batchSlot[0], len = this.#batchLen[0];
       let v = this.#slotViews[slot];
       if (v === undefined || v.length !== len) v = this.#slotViews[slot] = this.#slots[slot].subarray(0, len);
       data = v;
-    }
-    else {
-      data = new Uint8Array(this.#batchBytes);
+    } else {
+      let st: Stage | undefined;
+      if (total <= STAGE_SIZE) {
+        stage = this.#freeStages.pop() ?? this.#stages.push({ buf: new Uint8Array(STAGE_SIZE), view: undefined }) - 1;
+        st = this.#stages[stage];
+      }
+      const buf = st ? st.buf : new Uint8Array(total);
       let at = 0;
       for (let k = 0; k < n; k++) {
         const len = this.#batchLen[k];
-        data.set(this.#slots[this.#batchSlot[k]].subarray(0, len), at);
+        const from = this.#slots[this.#batchSlot[k]];
+        if (len <= 256) for (let i = 0; i < len; i++) buf[at + i] = from[i];
+        else buf.set(from.subarray(0, len), at);
         at += len;
       }
+      if (st) {
+        if (st.view === undefined || st.view.length !== total) st.view = buf.subarray(0, total);
+        data = st.view;
+      } else data = buf;
     }
     for (let k = 0; k < n; k++) {
       this.#writtenSlots[(this.#writtenHead + this.#writtenCount++) % cap] = this.#batchSlot[k];
     }
-    this.#writeFrames[(this.#writesHead + this.#writesCount++) % cap] = n;
+    const w = (this.#writesHead + this.#writesCount++) % cap;
+    this.#writeFrames[w] = n;
+    this.#writeStage[w] = stage;
     this.#batchCount = 0;
     this.#batchBytes = 0;
     this.#socket.write(data, this.#writtenBound);
@@ -180,6 +206,8 @@ export class TcpLink implements Link {
     if (this.#writesCount === 0) return;
     const cap = this.#writtenSlots.length;
     const n = this.#writeFrames[this.#writesHead];
+    const stage = this.#writeStage[this.#writesHead];
+    if (stage >= 0) this.#freeStages.push(stage); // the stream is done with it
     this.#writesHead = (this.#writesHead + 1) % cap;
     this.#writesCount--;
     for (let k = 0; k < n; k++) {
