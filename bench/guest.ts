@@ -258,6 +258,8 @@ async function perfBw(
 // ---- the run ------------------------------------------------------------------
 
 function headCommit(): string {
+  // run.ts runs from a clean export of the commit and says which.
+  if (process.env.BENCH_COMMIT) return process.env.BENCH_COMMIT;
   try {
     let c = readFileSync(join(ROOT, ".git", "HEAD"), "utf8").trim();
     if (c.startsWith("ref: ")) {
@@ -290,6 +292,7 @@ const result: Record<string, unknown> = {
     // Read here, when the run starts (the checkout is shared: files may change under a run; the run.ts log lists the dirty ones).
     date: new Date().toISOString(),
     commit: headCommit(),
+    ranFrom: process.env.BENCH_COMMIT ? "a clean export of the commit (git archive), not the working tree" : "the working tree",
     bun: (globalThis as { Bun?: { version: string } }).Bun?.version ?? "not bun",
     deno: denoVersion(),
     kernel: `${os.type()} ${os.release()} ${os.arch()}`,

@@ -306,6 +306,8 @@ export interface RedisComparison {
   warmupMs: number;
   speed: RedisSpeedRun[];
   kill: KillRun[];
+  /** Runs that failed twice (recorded, not retried further). */
+  errors: string[];
 }
 
 /**
@@ -321,16 +323,38 @@ export async function runRedisComparison(
   const concurrencies = o.tiny ? [1] : [1, 8];
   const durationMs = o.tiny ? 500 : o.quick ? 1500 : 5000;
   const warmupMs = o.tiny ? 200 : o.quick ? 500 : 1000;
+  const errors: string[] = [];
+  /** One retry, then the failure is recorded and the comparison goes on (the tiny run, a test, throws). */
+  const attempt = async <T>(what: string, f: () => Promise<T>): Promise<T | undefined> => {
+    for (let i = 1; ; i++) {
+      try {
+        return await f();
+      } catch (e) {
+        progress(`redis comparison: ${what} failed (attempt ${i}): ${(e as Error).message.split("\n")[0]}`);
+        if (o.tiny) throw e;
+        if (i >= 2) {
+          errors.push(`${what}: ${(e as Error).message.slice(0, 500)}`);
+          return undefined;
+        }
+      }
+    }
+  };
   const speedRuns: RedisSpeedRun[] = [];
   for (const c of concurrencies) {
     for (const rt of runtimes) {
-      for (const setup of setups) speedRuns.push(await speed(rt, setup, c, durationMs, warmupMs));
+      for (const setup of setups) {
+        const r = await attempt(`speed ${rt} ${setup} ×${c}`, () => speed(rt, setup, c, durationMs, warmupMs));
+        if (r) speedRuns.push(r);
+      }
     }
   }
   const kills: KillRun[] = [];
   const [users, updates] = o.tiny ? [6, 5] : o.quick ? [12, 10] : [30, 20];
   for (const rt of runtimes) {
-    for (const setup of setups) kills.push(await killRun(rt, setup, users, updates, o.tiny ? 8 : 30));
+    for (const setup of setups) {
+      const r = await attempt(`kill ${rt} ${setup}`, () => killRun(rt, setup, users, updates, o.tiny ? 8 : 30));
+      if (r) kills.push(r);
+    }
   }
   return {
     part: "redis",
@@ -343,6 +367,7 @@ export async function runRedisComparison(
     warmupMs,
     speed: speedRuns,
     kill: kills,
+    errors,
   };
 }
 

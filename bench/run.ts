@@ -8,6 +8,8 @@
  *   npm run bench -- --only=ffi,tcp     a subset of the host parts
  *   npm run bench -- --quick            shorter runs (smoke test; numbers are rougher)
  *   npm run bench -- --report           no measuring: re-print and re-render from bench/results/
+ *   npm run bench -- --in-place         measure the working tree (default: a clean export of HEAD,
+ *                                       .cache/bench-snapshot/<commit>, results written here)
  *   npm run bench -- --redis            also the Redis comparison (bench/redis.ts; needs redis-server)
  *   npm run bench -- --redis-only       only the Redis comparison
  *   npm run bench -- --guest-only --save-as=guest-x.json   a guest run saved under another name
@@ -37,22 +39,34 @@ const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(`--${name}`);
 const only = args.find((a) => a.startsWith("--only="))?.slice(7).split(",") as HostPart[] | undefined;
 const quick = flag("quick");
-const RESULTS = join(ROOT, "bench", "results");
+/**
+ * Where results go: the checkout the user ran from. A measuring run executes
+ * from a clean export of HEAD (see `fromSnapshot`), so this may differ from ROOT.
+ */
+const OUT = process.env.BENCH_OUT_ROOT ?? ROOT;
+const RESULTS = join(OUT, "bench", "results");
+
+function headCommit(dir: string): string {
+  try {
+    return execFileSync("git", ["rev-parse", "HEAD"], { cwd: dir, encoding: "utf8" }).trim();
+  } catch {
+    return "unknown";
+  }
+}
 
 function meta(): Record<string, unknown> {
-  let commit = "unknown";
-  try {
-    commit = readFileSync(join(ROOT, ".git", "HEAD"), "utf8").trim();
-    if (commit.startsWith("ref: ")) commit = readFileSync(join(ROOT, ".git", commit.slice(5)), "utf8").trim();
-  } catch { /* not a checkout */ }
-  // Other sessions edit this checkout: the files that differ from the commit are part of what ran.
+  // From a snapshot the code that runs is exactly the commit; in place, the files that differ from it ran too.
+  const snapshot = process.env.BENCH_COMMIT !== undefined;
   let dirty: string[] = [];
-  try {
-    dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: ROOT, encoding: "utf8" }).split("\n").filter(Boolean);
-  } catch { /* no git */ }
+  if (!snapshot) {
+    try {
+      dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: ROOT, encoding: "utf8" }).split("\n").filter(Boolean);
+    } catch { /* no git */ }
+  }
   return {
     date: new Date().toISOString(),
-    commit,
+    commit: process.env.BENCH_COMMIT ?? headCommit(ROOT),
+    ranFrom: snapshot ? "a clean export of the commit (git archive), not the working tree" : "the working tree",
     uncommittedFiles: dirty,
     host: `${os.type()} ${os.release()} ${os.arch()}`,
     cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? "?"}`,
@@ -166,7 +180,35 @@ async function guestParts(name = "guest.json"): Promise<unknown> {
   return out;
 }
 
+/**
+ * Measuring runs execute from a clean export of HEAD in .cache/bench-snapshot/<commit>
+ * (node_modules linked): others edit this checkout while a run takes tens of
+ * minutes, and a half-written file must not end up in (or break) the run; the
+ * commit recorded is then exactly the code that ran. `--in-place` runs the working tree.
+ */
+async function fromSnapshot(): Promise<never> {
+  const commit = headCommit(ROOT);
+  if (commit === "unknown") throw new Error("not a git checkout: use --in-place");
+  const dir = join(ROOT, ".cache", "bench-snapshot", commit);
+  if (!existsSync(join(dir, ".complete"))) {
+    mkdirSync(dir, { recursive: true });
+    execFileSync("bash", ["-c", `git -C "${ROOT}" archive --format=tar ${commit} | tar -x -C "${dir}"`]);
+    writeFileSync(join(dir, ".complete"), `${commit}\n`);
+  }
+  if (!existsSync(join(dir, "node_modules"))) execFileSync("ln", ["-s", join(ROOT, "node_modules"), join(dir, "node_modules")]);
+  progress(`running from a clean export of ${commit.slice(0, 10)} in ${dir} (results go to ${RESULTS})`);
+  const [cmd, argv] = runtime === "bun" ? [join(ROOT, "node_modules", ".bin", "bun"), [join(dir, "bench", "run.ts")]] : [join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", join(dir, "bench", "run.ts")]];
+  const child = spawn(cmd, [...argv, ...args], {
+    cwd: dir,
+    stdio: "inherit",
+    env: { ...process.env, BENCH_COMMIT: commit, BENCH_OUT_ROOT: ROOT, RDMA_GUEST_CACHE: process.env.RDMA_GUEST_CACHE ?? join(ROOT, ".cache", "guest") },
+  });
+  const code = await new Promise<number>((r) => child.once("exit", (c) => r(c ?? 1)));
+  process.exit(code);
+}
+
 const saveAs = args.find((a) => a.startsWith("--save-as="))?.slice(10);
+if (!flag("report") && !flag("in-place") && process.env.BENCH_COMMIT === undefined) await fromSnapshot();
 if (!flag("report")) {
   if (!flag("guest-only") && !flag("redis-only")) await hostParts();
   if (flag("guest") || flag("guest-only")) await guestParts(saveAs);
@@ -194,10 +236,10 @@ function between(file: string, start: string, end: string, body: string): boolea
   writeFileSync(file, `${text.slice(0, a + start.length)}\n${body}\n${text.slice(b)}`);
   return true;
 }
-if (between(join(ROOT, "bench", "README.md"), "<!-- figures:start -->", "<!-- figures:end -->", report.markdown)) {
+if (between(join(OUT, "bench", "README.md"), "<!-- figures:start -->", "<!-- figures:end -->", report.markdown)) {
   progress("updated the figures block of bench/README.md");
 }
-if (between(join(ROOT, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", report.readme)) {
+if (between(join(OUT, "README.md"), "<!-- bench:start -->", "<!-- bench:end -->", report.readme)) {
   progress("updated the generated block of README.md's Benchmarks section");
 }
 process.exit(0);
