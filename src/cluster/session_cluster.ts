@@ -42,7 +42,7 @@
  * incarnation proves the old one dead). Partitions that cut a server off are
  * survived by the majority side; the minority side answers 503.
  *
- * ## Methods served to authenticated peers (one-way RMI)
+ * ## Methods served to authenticated peers (one-way RMI; `peer_methods.ts`)
  * - `replicate(update)` → ApplyResult. A delta without its base on a
  *   non-`applied` call makes this server call `resync` back on the primary.
  * - `resync({id})`: the primary re-sends the whole session to the caller.
@@ -56,7 +56,7 @@
  *   epoch; the sender steps down and keeps a redirect to the newer primary.
  * (Heartbeats, votes and death notices are the node's: see `node.ts`.)
  *
- * ## Taking a session over (a request names a session this server is not primary of)
+ * ## Taking a session over (`takeover.ts`; a request names a session this server is not primary of)
  * Ask, in order, the server a local redirect names, the cookie's primary, the
  * cookie's secondary, then every other live peer; follow `moved` (at most 3
  * hops). Adopt the first copy handed over. If a holder could not be asked or
@@ -69,13 +69,15 @@
 
 import type { MessageListener, MessageSocket } from "../sdp/types.ts";
 import type { ValueCodec } from "../rmi/codec.ts";
-import type { CallContext, MethodTable } from "../rmi/endpoint.ts";
 import type { AckMode, RmiLogger, RmiStats } from "../rmi/types.ts";
 import { isValidSessionId } from "../session/ids.ts";
-import { REPLICATE_METHOD, type ReplicationOutcome, Replicator, type ReplicatorStats } from "../session/replicator.ts";
+import { type ReplicationOutcome, Replicator, type ReplicatorStats } from "../session/replicator.ts";
 import { SessionStore, type SessionStoreStats } from "../session/store.ts";
-import type { Attributes, SessionRecord, SnapshotUpdate } from "../session/types.ts";
-import { parseUpdate } from "../session/update.ts";
+import type { Attributes, SessionRecord } from "../session/types.ts";
+import type { ClusterContext, FailoverCounts } from "./context.ts";
+import { SessionUnavailableError } from "./errors.ts";
+import { peerMethods } from "./peer_methods.ts";
+import { takeOver } from "./takeover.ts";
 import { SessionCookieSigner, type SessionLocator } from "./cookie.ts";
 import { ClusterNode, type ClusterNodeStats } from "./node.ts";
 import type { PeerConfig } from "./peers.ts";
@@ -130,14 +132,6 @@ export interface SessionClusterOptions {
   peerRefreshMs?: number;
 }
 
-/** Reply of the `handover` method. */
-export type HandoverReply =
-  | { status: "found"; snapshot: SnapshotUpdate; secondary: string | null }
-  | { status: "expired" }
-  | { status: "missing" }
-  | { status: "unavailable"; reason: string }
-  | { status: "moved"; to: string };
-
 /** Everything a cluster counts. */
 export interface SessionClusterStats {
   self: string;
@@ -168,11 +162,6 @@ export interface SessionClusterStats {
   };
 }
 
-/** The session exists but cannot be served right now (no lease, its holder is unreachable, or it is moving); retry. */
-export class SessionUnavailableError extends Error {
-  override name = "SessionUnavailableError";
-}
-
 /** Per-call replication options of the request path. */
 export interface ReplicateOptions {
   /** @default the cluster's `ackMode` */
@@ -182,6 +171,9 @@ export interface ReplicateOptions {
 }
 
 const ACKED: ReadonlySet<ReplicationOutcome> = new Set(["transport", "applied"]);
+
+export type { HandoverReply } from "./context.ts";
+export { SessionUnavailableError } from "./errors.ts";
 
 export class SessionCluster {
   readonly self: string;
@@ -204,7 +196,8 @@ export class SessionCluster {
   #refresher: ReturnType<typeof setInterval> | undefined;
   #refreshSoon: ReturnType<typeof setTimeout> | undefined;
   #cookies: SessionCookieSigner;
-  #counts = {
+  #ctx: ClusterContext | undefined;
+  #counts: FailoverCounts = {
     badCookies: 0,
     promoted: 0,
     migrated: 0,
@@ -237,7 +230,7 @@ export class SessionCluster {
       secret: options.secret,
       listener: options.listener,
       dial: options.dial,
-      methods: this.#methods(),
+      methods: peerMethods(this.#context),
       // A handover waits for in-flight requests and for its rebind: it must not delay heartbeats.
       concurrentMethods: ["handover"],
       codec: options.codec,
@@ -338,7 +331,7 @@ export class SessionCluster {
     if (record?.role !== "primary") {
       let pending = this.#takeovers.get(id);
       if (pending === undefined) {
-        pending = this.#takeOver(locator).finally(() => this.#takeovers.delete(id));
+        pending = takeOver(this.#context, locator).finally(() => this.#takeovers.delete(id));
         this.#takeovers.set(id, pending);
       }
       record = await pending;
@@ -445,6 +438,38 @@ export class SessionCluster {
     await this.close();
   }
 
+  /** The view of this cluster that `takeover.ts` and `peer_methods.ts` work on (made once). */
+  get #context(): ClusterContext {
+    if (this.#ctx !== undefined) return this.#ctx;
+    const cluster = () => this; // node and replicator are made after the methods that use them
+    this.#ctx = {
+      self: this.self,
+      get store() {
+        return cluster().store;
+      },
+      get node() {
+        return cluster().node;
+      },
+      get replicator() {
+        return cluster().replicator;
+      },
+      logger: this.#logger,
+      fetchTimeoutMs: this.#fetchTimeoutMs,
+      ackTimeoutMs: this.ackTimeoutMs,
+      counts: this.#counts,
+      handing: this.#handing,
+      get closed() {
+        return cluster().#closed;
+      },
+      unavailable: (text) => this.#unavailable(text),
+      requireLease: (what) => this.#requireLease(what),
+      ensureSecondary: (record) => this.#ensureSecondary(record),
+      replicateNow: (update, secondary) => this.#replicateNow(update, secondary),
+      quiesce: (id, timeoutMs) => this.#quiesce(id, timeoutMs),
+    };
+    return this.#ctx;
+  }
+
   #mode(options: ReplicateOptions): [AckMode, number] {
     return [options.ack ?? this.ackMode, options.boundMs ?? this.ackTimeoutMs];
   }
@@ -527,83 +552,6 @@ export class SessionCluster {
     this.store.clear();
   }
 
-  async #takeOver(locator: SessionLocator): Promise<SessionRecord | undefined> {
-    const { id } = locator;
-    this.#requireLease(`take session '${id}' over`);
-    const local = this.store.get(id);
-    const hints = [
-      local?.role === "moved" || local?.role === "replica" ? local.primary : undefined,
-      locator.primary,
-      locator.secondary,
-      ...this.node.alivePeers().map((p) => p.id),
-    ];
-    const asked = new Set<string>([this.self]);
-    const answers: string[] = [];
-    let unavailable: string | undefined;
-    for (const hint of hints) {
-      let holder = hint;
-      for (let hop = 0; hop < 4 && holder !== undefined; hop++) {
-        if (asked.has(holder) || !this.node.peers.has(holder)) break;
-        asked.add(holder);
-        if (!this.node.isAlive(holder)) {
-          // Unreachable but not certified dead: it may hold the session.
-          if (!this.node.membership.isDead(holder)) unavailable ??= `'${holder}' is unreachable`;
-          break;
-        }
-        const reply = await this.#handover(holder, id);
-        answers.push(`${holder}: ${reply?.status ?? "no answer"}`);
-        if (reply === undefined) {
-          unavailable ??= `'${holder}' did not answer`;
-          break;
-        }
-        switch (reply.status) {
-          case "found": {
-            this.#requireLease(`take session '${id}' over`);
-            const secondary = reply.secondary ?? undefined;
-            const record = this.store.adopt(reply.snapshot, secondary === this.self ? undefined : secondary);
-            this.#ensureSecondary(record);
-            this.#counts.migrated++;
-            return record;
-          }
-          case "moved":
-            holder = reply.to;
-            continue;
-          case "expired":
-            return undefined;
-          case "unavailable":
-            unavailable ??= `'${holder}': ${reply.reason}`;
-            break;
-          case "missing":
-            break;
-        }
-        break;
-      }
-    }
-    const held = this.store.get(id);
-    // Promoted here while we were asking around (its primary was certified dead meanwhile).
-    if (held?.role === "primary" && !held.expired) return held;
-    if (held?.role === "replica" && !held.expired) {
-      // We hold the copy: its primary is alive and did not hand it over, or is dead and the promotion is pending.
-      unavailable ??= `this server holds its replica; its primary '${held.primary}' has not handed it over or been promoted from yet`;
-    }
-    if (unavailable !== undefined) throw this.#unavailable(`session '${id}' cannot be taken over now (${unavailable}); try again`);
-    this.#counts.lost++;
-    this.#logger.warn(`cluster ${this.self}: session '${id}' not found anywhere (${answers.join(", ") || "no holder to ask"})`);
-    return undefined;
-  }
-
-  async #handover(peer: string, id: string): Promise<HandoverReply | undefined> {
-    const endpoint = this.node.endpoint(peer);
-    if (endpoint === undefined) return undefined;
-    try {
-      const reply = await endpoint.call("handover", { id }, { ack: "applied", timeoutMs: this.#fetchTimeoutMs });
-      return checkHandoverReply(reply, id);
-    } catch (error) {
-      this.#logger.warn(`cluster ${this.self}: handover of session '${id}' from '${peer}' failed: ${(error as Error).message}`);
-      return undefined;
-    }
-  }
-
   /** Waits until no request is using session `id`; false after `timeoutMs`. */
   #quiesce(id: string, timeoutMs: number): Promise<boolean> {
     if (!this.#inflight.has(id)) return Promise.resolve(true);
@@ -620,192 +568,5 @@ export class SessionCluster {
       }, timeoutMs);
       waiters.add(wake);
     });
-  }
-
-  /** The `handover` method: this server gives session `id` to the caller (see the top of this file). */
-  async #giveAway(id: string, ctx: CallContext): Promise<HandoverReply> {
-    const taker = ctx.endpoint.name;
-    const takerIncarnation = this.node.incarnationOf(ctx.endpoint);
-    if (takerIncarnation === undefined || !this.node.mayApply(ctx.endpoint)) {
-      return { status: "unavailable", reason: `'${taker}' is not a live member here` };
-    }
-    const record = this.store.get(id);
-    if (record === undefined) return { status: "missing" };
-    if (record.role === "moved") return { status: "moved", to: record.primary };
-    if (record.expired) return { status: "expired" };
-    if (record.role === "replica") {
-      // Rebound to the taker by its old primary (the handover reply was lost): hand the copy over.
-      if (record.primary === taker && record.primaryIncarnation === takerIncarnation) {
-        const snapshot = this.store.snapshot(id);
-        if (snapshot?.kind === "snapshot") return { status: "found", snapshot, secondary: this.self };
-      }
-      return { status: "unavailable", reason: `'${this.self}' holds only a replica; its primary is '${record.primary}'` };
-    }
-    if (!this.node.holdsLease()) return { status: "unavailable", reason: `'${this.self}' holds no majority lease` };
-    if (this.store.isIdleExpired(record)) {
-      this.#replicateNow(this.store.invalidate(id), record.secondary);
-      return { status: "expired" };
-    }
-    if (this.#handing.has(id)) return { status: "unavailable", reason: "a handover is already in progress" };
-    this.#handing.add(id);
-    let keep = false;
-    try {
-      if (!await this.#quiesce(id, this.#fetchTimeoutMs / 2)) {
-        return { status: "unavailable", reason: "requests on it did not finish" };
-      }
-      const current = this.store.get(id);
-      if (current !== record || record.role !== "primary" || record.expired) return { status: "unavailable", reason: "it changed" };
-      const epoch = record.epoch + 1;
-      const snapshot = this.store.snapshot(id) as SnapshotUpdate;
-      const given: SnapshotUpdate = { ...snapshot, epoch, primary: taker };
-      const secondary = record.secondary;
-      if (secondary !== undefined && secondary !== taker) {
-        // The secondary records the new primary first: it will not promote its copy for us afterwards.
-        const endpoint = this.node.endpoint(secondary);
-        if (endpoint === undefined) return { status: "unavailable", reason: `its secondary '${secondary}' is unreachable` };
-        const args = { snapshot: given, incarnation: takerIncarnation };
-        let answer: unknown;
-        try {
-          answer = await endpoint.call("rebind", args, { ack: "applied", timeoutMs: this.#fetchTimeoutMs / 2 });
-        } catch (error) {
-          // No answer: the secondary may or may not name the taker now. Stay out of service until it says.
-          this.#logger.warn(`cluster ${this.self}: rebind of session '${id}' at '${secondary}' failed: ${(error as Error).message}`);
-          keep = true;
-          void this.#settleRebind(id, secondary, args, epoch);
-          return { status: "unavailable", reason: `its secondary '${secondary}' did not answer` };
-        }
-        if (answer !== true) {
-          // The secondary's copy no longer names us (promoted, or given to another primary): it knows where the session is.
-          this.store.markMoved(id, secondary, epoch - 1);
-          return { status: "unavailable", reason: `its secondary '${secondary}' refused the new primary` };
-        }
-        this.store.markMoved(id, taker, epoch);
-      } else {
-        this.store.markMoved(id, taker, epoch);
-      }
-      return { status: "found", snapshot: given, secondary: secondary === taker ? null : secondary ?? null };
-    } finally {
-      if (!keep) this.#handing.delete(id);
-    }
-  }
-
-  /**
-   * A `rebind` went unanswered: ask again until the secondary says yes (the
-   * session is the taker's: keep a redirect) or no (it is not ours: redirect
-   * to the secondary), or until the secondary is certified dead (then no one
-   * else can have been given it, and this server serves it again).
-   */
-  async #settleRebind(id: string, secondary: string, args: { snapshot: SnapshotUpdate }, epoch: number): Promise<void> {
-    try {
-      while (!this.#closed && this.store.get(id)?.role === "primary") {
-        await new Promise((r) => setTimeout(r, 100));
-        if (this.node.membership.isDead(secondary)) return;
-        const endpoint = this.node.endpoint(secondary);
-        if (endpoint === undefined) continue;
-        try {
-          const answer = await endpoint.call("rebind", args, { ack: "applied", timeoutMs: this.#fetchTimeoutMs / 2 });
-          this.store.markMoved(id, answer === true ? args.snapshot.primary : secondary, answer === true ? epoch : epoch - 1);
-          return;
-        } catch {
-          // still no answer: try again
-        }
-      }
-    } finally {
-      this.#handing.delete(id);
-    }
-  }
-
-  #methods(): MethodTable {
-    return {
-      [REPLICATE_METHOD]: (args: unknown, ctx: CallContext) => {
-        const update = parseUpdate(args);
-        if (update.primary !== ctx.endpoint.name) {
-          throw new Error(`update names primary '${update.primary}' but came from '${ctx.endpoint.name}'`);
-        }
-        if (!this.node.mayApply(ctx.endpoint)) {
-          throw new Error(`'${ctx.endpoint.name}' is not a live member here (unknown or dead incarnation)`);
-        }
-        const result = this.store.applyReplica(update, this.node.incarnationOf(ctx.endpoint));
-        if (result === "need-snapshot" && ctx.ack !== "applied") {
-          void this.node.endpoint(update.primary)?.call("resync", { id: update.id }, { ack: "none" });
-        }
-        if (result === "fenced") {
-          // Tell the old primary where the session lives now, so it steps down.
-          const held = this.store.get(update.id)!;
-          void this.node.endpoint(update.primary)?.call("fenced", {
-            id: update.id,
-            epoch: held.epoch,
-            primary: held.role === "primary" ? this.self : held.primary,
-          }, { ack: "none" });
-        }
-        return result;
-      },
-      resync: (args: unknown, ctx: CallContext) => {
-        const id = (args as { id?: unknown } | null)?.id;
-        if (!isValidSessionId(id)) throw new Error(`resync 'id' must be a session id: got ${JSON.stringify(id)}`);
-        const record = this.store.get(id);
-        if (record?.role !== "primary" || record.expired || record.secondary !== ctx.endpoint.name) return false;
-        this.#counts.resyncs++;
-        void this.replicator.replicateSnapshot(id, record.secondary, "transport", this.ackTimeoutMs);
-        return true;
-      },
-      handover: (args: unknown, ctx: CallContext): Promise<HandoverReply> => {
-        const id = (args as { id?: unknown } | null)?.id;
-        if (!isValidSessionId(id)) throw new Error(`handover 'id' must be a session id: got ${JSON.stringify(id)}`);
-        return this.#giveAway(id, ctx);
-      },
-      rebind: (args: unknown, ctx: CallContext): boolean => {
-        const a = args as { snapshot?: unknown; incarnation?: unknown } | null;
-        const snapshot = parseUpdate(a?.snapshot);
-        if (snapshot.kind !== "snapshot" || typeof a?.incarnation !== "string") {
-          throw new Error("rebind needs {snapshot, incarnation}");
-        }
-        const from = ctx.endpoint.name;
-        if (!this.node.mayApply(ctx.endpoint)) return false;
-        const held = this.store.get(snapshot.id);
-        // Asked again after an unanswered rebind: already done.
-        if (held?.role === "replica" && held.primary === snapshot.primary && held.epoch === snapshot.epoch &&
-          held.primaryIncarnation === a.incarnation) return true;
-        // Only the primary this copy belongs to may name its successor.
-        if (held !== undefined && (held.role !== "replica" || held.primary !== from ||
-          held.primaryIncarnation !== this.node.incarnationOf(ctx.endpoint))) return false;
-        return this.store.applyReplica(snapshot, a.incarnation) === "applied";
-      },
-      fenced: (args: unknown) => {
-        const a = args as { id?: unknown; epoch?: unknown; primary?: unknown } | null;
-        if (!isValidSessionId(a?.id) || typeof a.epoch !== "number" || typeof a.primary !== "string") {
-          throw new Error("fenced needs {id, epoch, primary}");
-        }
-        const record = this.store.get(a.id);
-        if (record?.role !== "primary" || record.expired || record.epoch >= a.epoch || a.primary === this.self) return false;
-        this.#counts.fenced++;
-        this.#logger.warn(`cluster ${this.self}: session '${a.id}' has a newer primary '${a.primary}' (epoch ${a.epoch}); stepping down`);
-        this.store.markMoved(a.id, a.primary, a.epoch);
-        return true;
-      },
-    };
-  }
-}
-
-function checkHandoverReply(value: unknown, id: string): HandoverReply {
-  const reply = value as HandoverReply | null;
-  switch (reply?.status) {
-    case "found": {
-      const snapshot = parseUpdate(reply.snapshot);
-      if (snapshot.kind !== "snapshot") throw new Error("handover reply 'snapshot' must be a snapshot");
-      if (snapshot.id !== id) throw new Error(`handover reply is for session '${snapshot.id}', not '${id}'`);
-      if (reply.secondary !== null && typeof reply.secondary !== "string") throw new Error("handover reply 'secondary' must be a peer id or null");
-      return reply;
-    }
-    case "moved":
-      if (typeof reply.to !== "string") throw new Error("handover reply 'to' must be a peer id");
-      return reply;
-    case "unavailable":
-      return { status: "unavailable", reason: String(reply.reason) };
-    case "expired":
-    case "missing":
-      return reply;
-    default:
-      throw new Error(`handover reply 'status' must be found, expired, missing, unavailable or moved: got ${JSON.stringify(reply)}`);
   }
 }
