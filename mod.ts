@@ -10,7 +10,9 @@
  *   in the peer's memory: SrcAvail → RDMA READ → RdmaRdCompl for large
  *   messages);
  * - one-way RMI, sessions, the cluster (peers, rendezvous-hashed secondaries,
- *   failover) and `withSessions` for fetch-style HTTP handlers.
+ *   failover) and `withSessions` for fetch-style HTTP handlers (Hono
+ *   middleware: the `./hono` export, `src/http/hono.ts`);
+ * - Prometheus metrics of a cluster: `metricsHandler(cluster)`.
  *
  * @example
  * ```ts
@@ -40,6 +42,7 @@ export * from "./src/rmi/mod.ts";
 export * from "./src/session/mod.ts";
 export * from "./src/cluster/mod.ts";
 export * from "./src/http/mod.ts";
+export * from "./src/metrics/mod.ts";
 /** The verbs layer (devices, connections, memory regions), as a namespace: its `connect`/`listen` are rdma_cm's. */
 export * as verbs from "./src/verbs/mod.ts";
 export { devices } from "./src/verbs/mod.ts";

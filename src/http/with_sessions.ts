@@ -25,10 +25,11 @@
  * @module
  */
 
-import { parseSessionCookie, readCookie } from "../cluster/cookie.ts";
+import { readCookie } from "../cluster/cookie.ts";
 import { type SessionCluster, SessionUnavailableError } from "../cluster/session_cluster.ts";
 import type { AckMode } from "../rmi/types.ts";
 import type { ReplicationOutcome } from "../session/replicator.ts";
+import { observeRequestReplication } from "../metrics/request_latency.ts";
 import { Session } from "./session.ts";
 
 /** A handler that receives the request's session. */
@@ -103,6 +104,44 @@ export function withSessions<Info = unknown>(
   handler: SessionHandler<Info>,
   options: WithSessionsOptions,
 ): (request: Request, info?: Info) => Promise<Response> {
+  const steps = requestSessions(options);
+  return async (request: Request, info?: Info): Promise<Response> => {
+    const opened = await steps.open(request.headers.get("cookie"));
+    if (opened instanceof Response) return opened;
+    return await steps.respond(opened, () => handler(request, opened.session, info as Info));
+  };
+}
+
+/** @internal The session of one request between `open` and `finish`. */
+export interface OpenedSession {
+  readonly session: Session;
+  /** The cookie value the request carried, if any. */
+  readonly incoming: string | undefined;
+}
+
+/**
+ * @internal The per-request steps of `withSessions`, shared with the other
+ * framework adapters (`src/http/hono.ts`) so that all of them read the cookie,
+ * answer 503, commit, wait per the ack mode and set the cookie and the
+ * replication header the same way.
+ */
+export interface RequestSessions {
+  readonly cluster: SessionCluster;
+  readonly ackMode: AckMode;
+  /** Step 1: the request's session from its `Cookie` header, or the 503 to answer instead. */
+  open(cookieHeader: string | null | undefined): Promise<OpenedSession | Response>;
+  /** Steps 3 and 4: commits and replicates, then returns `response` (or a copy) with the cookie and header set. */
+  finish(opened: OpenedSession, response: Response): Promise<Response>;
+  /**
+   * Steps 2 to 4: runs the handler (`run`), then `finish`; the session is ended
+   * whatever happens. A `SessionUnavailableError` from either becomes the 503;
+   * any other error is rethrown with nothing committed.
+   */
+  respond(opened: OpenedSession, run: () => Response | Promise<Response>): Promise<Response>;
+}
+
+/** @internal Validates `options` once and returns the per-request steps. */
+export function requestSessions(options: WithSessionsOptions): RequestSessions {
   const { cluster } = options;
   const cookieName = options.cookieName ?? "sid";
   const ack = options.ackMode ?? cluster.ackMode;
@@ -111,35 +150,57 @@ export function withSessions<Info = unknown>(
     throw new RangeError(`'ackTimeoutMs' must be a non-negative number: got ${boundMs}`);
   }
   const attributes = cookieAttributes(options.cookie ?? {});
-  return async (request: Request, info?: Info): Promise<Response> => {
-    const incoming = readCookie(request.headers.get("cookie"), cookieName);
-    const locator = parseSessionCookie(incoming);
-    let record;
-    try {
-      record = await cluster.open(locator);
-    } catch (error) {
-      if (error instanceof SessionUnavailableError) {
-        return new Response("session temporarily unavailable", { status: 503, headers: { "retry-after": "1" } });
+  const header = options.replicationHeader;
+  return {
+    cluster,
+    ackMode: ack,
+    async open(cookieHeader) {
+      const incoming = readCookie(cookieHeader ?? null, cookieName);
+      const locator = cluster.verifyCookie(incoming);
+      let record;
+      try {
+        record = await cluster.open(locator);
+      } catch (error) {
+        if (error instanceof SessionUnavailableError) return unavailableResponse();
+        throw error;
       }
-      throw error;
-    }
-    const session = new Session(cluster, record);
-    let response = await handler(request, session, info as Info);
-    const outcome: ReplicationOutcome | undefined = await session.commit(ack, boundMs);
-    const live = session.record;
-    let setCookie: string | undefined;
-    if (live !== undefined) {
-      const value = cluster.cookieFor(live);
-      if (value !== incoming) setCookie = `${cookieName}=${value}${attributes}`;
-    } else if (incoming !== undefined) {
-      setCookie = `${cookieName}=${attributes}; Max-Age=0`;
-    }
-    if (setCookie === undefined && (outcome === undefined || !options.replicationHeader)) return response;
-    response = mutable(response);
-    if (setCookie !== undefined) response.headers.append("set-cookie", setCookie);
-    if (options.replicationHeader && outcome !== undefined) response.headers.set(options.replicationHeader, outcome);
-    return response;
+      return { session: new Session(cluster, record), incoming };
+    },
+    async finish({ session, incoming }, response) {
+      const started = performance.now();
+      const outcome: ReplicationOutcome | undefined = await session.commit(ack, boundMs);
+      if (outcome !== undefined) observeRequestReplication(cluster, ack, outcome, performance.now() - started);
+      const live = session.record;
+      let setCookie: string | undefined;
+      if (live !== undefined) {
+        const value = cluster.cookieFor(live);
+        if (value !== incoming) setCookie = `${cookieName}=${value}${attributes}`;
+      } else if (incoming !== undefined) {
+        setCookie = `${cookieName}=${attributes}; Max-Age=0`;
+      }
+      if (setCookie === undefined && (outcome === undefined || !header)) return response;
+      response = mutable(response);
+      if (setCookie !== undefined) response.headers.append("set-cookie", setCookie);
+      if (header && outcome !== undefined) response.headers.set(header, outcome);
+      return response;
+    },
+    async respond(opened, run) {
+      try {
+        return await this.finish(opened, await run());
+      } catch (error) {
+        // The cluster may stop this server from acting mid-request (lease lapsed, session handed over).
+        if (error instanceof SessionUnavailableError) return unavailableResponse();
+        throw error;
+      } finally {
+        opened.session.end();
+      }
+    },
   };
+}
+
+/** @internal The answer when the session cannot be served safely right now. */
+export function unavailableResponse(): Response {
+  return new Response("session temporarily unavailable", { status: 503, headers: { "retry-after": "1" } });
 }
 
 function cookieAttributes(o: SessionCookieOptions): string {
