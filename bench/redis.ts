@@ -176,6 +176,8 @@ export interface KillRun {
   sessionsLost: number;
   /** Of those: could not be read back at all (503 or no server answered). */
   sessionsUnavailable: number;
+  /** `x-replication` of the updates answered 200 (what "not acked" ones said instead). */
+  replication?: Record<string, number>;
   /** Redis only: read back again after redis-server was restarted with the same settings. */
   afterRestart?: { acknowledgedLost: number; sessionsLost: number; sessionsUnavailable: number };
   seconds: number;
@@ -217,6 +219,7 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
     const list: User[] = Array.from({ length: users }, (_, i) => ({ home: s.ids[i % s.ids.length], ok: new Map() }));
     const total = users * updates;
     let done = 0, failed = 0, killed = false;
+    const replication: Record<string, number> = {};
     const kill = async () => {
       killed = true;
       if (setup === "redis") {
@@ -235,7 +238,10 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
         const key = `u${k}`;
         const r = await request(u, `/put?k=${key}&v=${ui}.${k}`, attempts);
         if (!r) failed++;
-        else u.ok.set(key, ["transport", "applied", "redis"].includes(r.replication ?? ""));
+        else {
+          u.ok.set(key, ["transport", "applied", "redis"].includes(r.replication ?? ""));
+          replication[r.replication ?? "absent"] = (replication[r.replication ?? "absent"] ?? 0) + 1;
+        }
         done++;
       }
     }));
@@ -285,6 +291,7 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
       sessions: list.filter((u) => u.ok.size > 0).length,
       sessionsLost: first.sessionsLost,
       sessionsUnavailable: first.sessionsUnavailable,
+      replication,
       afterRestart,
       seconds: Math.round((performance.now() - t0) / 100) / 10,
     };

@@ -213,7 +213,7 @@ function redisKillSection(r: Json): Section | undefined {
     k.killed,
     `${k.users} × ${k.updatesPerUser}`,
     k.acknowledged,
-    k.unacknowledgedOk,
+    k.unacknowledgedOk ? `${k.unacknowledgedOk}${k.replication ? ` (${Object.entries(k.replication).filter(([h]) => !["transport", "applied", "redis"].includes(h)).map(([h, n]) => `${h}: ${n}`).join(", ")})` : ""}` : 0,
     k.failed,
     k.acknowledgedLost,
     `${k.sessionsLost} / ${k.sessions}`,
