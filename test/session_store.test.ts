@@ -228,3 +228,35 @@ test("latency recorder reports nearest-rank percentiles", () => {
   assert.deepEqual(r.summary(), { count: 100, p50: 50, p90: 90, p99: 99, max: 100 });
   assert.deepEqual(new LatencyRecorder().summary(), { count: 0, p50: 0, p90: 0, p99: 0, max: 0 });
 });
+
+test("session size is kept change by change and always equals the JSON encoding's length (any values, any order of sets and deletes)", async () => {
+  const fc = (await import("fast-check")).default;
+  const { SizeBook, utf8Length } = await import("../src/session/size.ts");
+  const key = fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom("a", "b", "é", "😀", "\u0000", '"q"'));
+  const value = fc.jsonValue({ maxDepth: 2 });
+  const change = fc.record({ set: fc.dictionary(key, value, { maxKeys: 4 }), del: fc.array(key, { maxLength: 3 }) });
+  fc.assert(
+    fc.property(fc.dictionary(key, value, { maxKeys: 5 }), fc.array(change, { maxLength: 8 }), (start, changes) => {
+      const attrs: Record<string, unknown> = JSON.parse(JSON.stringify(start));
+      const book = new SizeBook(attrs);
+      const size = (o: unknown) => new TextEncoder().encode(JSON.stringify(o)).byteLength;
+      if (book.total !== size(attrs)) return false;
+      for (const { set, del } of changes) {
+        const clean = JSON.parse(JSON.stringify(set)) as Record<string, unknown>;
+        const next = { ...attrs };
+        for (const k of del) delete next[k];
+        Object.assign(next, clean);
+        if (book.after(clean, del) !== size(next)) return false;
+        book.apply(clean, del);
+        for (const k of del) delete attrs[k];
+        Object.assign(attrs, clean);
+        if (book.total !== size(attrs)) return false;
+      }
+      return true;
+    }),
+    { numRuns: 500, seed: 42 },
+  );
+  for (const text of ["", "abc", "é", "€", "😀", "a😀b", "\ud800"]) {
+    assert.equal(utf8Length(text), new TextEncoder().encode(text).byteLength, JSON.stringify(text));
+  }
+});

@@ -94,11 +94,8 @@ export class Session {
     if (value === undefined) throw new TypeError(`session attribute '${key}' cannot be undefined: use delete()`);
     const copy = structuredClone(value);
     const record = this.#ensure();
-    const merged: Attributes = { ...record.attributes };
-    for (const k of this.#del) delete merged[k];
-    Object.assign(merged, this.#set);
-    merged[key] = copy;
-    this.#cluster.store.checkSize(record.id, merged);
+    // Size-checked as the commit will apply it: deletes, then the staged sets with this one.
+    this.#cluster.store.checkChange(record.id, { ...this.#set, [key]: copy }, this.#del);
     this.#set[key] = copy;
     this.#del.delete(key);
   }

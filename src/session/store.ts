@@ -26,6 +26,7 @@
 
 import { jsonCodec, type ValueCodec } from "../rmi/codec.ts";
 import { SessionTooLargeError } from "./errors.ts";
+import { SizeBook } from "./size.ts";
 import { newSessionId } from "./ids.ts";
 import type {
   ApplyResult,
@@ -89,6 +90,8 @@ export class SessionStore {
   #tombstoneTtlMs: number;
   #replicaGraceMs: number;
   #records = new Map<string, SessionRecord>();
+  /** Running sizes of primaries' attributes (JSON codec), dropped whenever attributes change another way. */
+  #books = new WeakMap<SessionRecord, SizeBook>();
   #counts = { applied: 0, stale: 0, needSnapshot: 0, expired: 0 };
 
   constructor(options: SessionStoreOptions) {
@@ -158,16 +161,43 @@ export class SessionStore {
   }
 
   /**
+   * The encoded size primary `id` would have after setting `set` and deleting
+   * `del`; throws `SessionTooLargeError` past `maxSessionBytes`, `TypeError`
+   * for a value the codec cannot encode. With the JSON codec only the changed
+   * values are encoded (`size.ts`); other codecs measure the whole session.
+   */
+  checkChange(id: string, set: Attributes, del: Iterable<string>): number {
+    const record = this.#livePrimary(id);
+    let bytes: number;
+    if (this.codec === jsonCodec) bytes = this.#book(record).after(set, del);
+    else {
+      const next: Attributes = { ...record.attributes };
+      for (const key of del) delete next[key];
+      Object.assign(next, set);
+      bytes = this.measure(next);
+    }
+    if (bytes > this.maxSessionBytes) throw new SessionTooLargeError(id, bytes, this.maxSessionBytes);
+    return bytes;
+  }
+
+  #book(record: SessionRecord): SizeBook {
+    let book = this.#books.get(record);
+    if (book === undefined) this.#books.set(record, book = new SizeBook(record.attributes));
+    return book;
+  }
+
+  /**
    * Applies a change on the primary: sets and deletes attributes, bumps the
    * version, refreshes the access time. Returns the delta to replicate.
    * Throws if the session is not a live primary here, or would be too large.
    */
   commit(id: string, set: Attributes, del: readonly string[]): DeltaUpdate {
     const record = this.#livePrimary(id);
+    this.checkChange(id, set, del);
     const next: Attributes = { ...record.attributes };
     for (const key of del) delete next[key];
     for (const [key, value] of Object.entries(set)) next[key] = value;
-    this.checkSize(id, next);
+    if (this.codec === jsonCodec) this.#book(record).apply(set, del);
     const base = record.version;
     record.attributes = next;
     record.version = base + 1;
@@ -263,6 +293,8 @@ export class SessionStore {
    * this file. `incarnation` is the sending primary's (kept on the replica).
    */
   applyReplica(update: ReplicationUpdate, incarnation?: string): ApplyResult {
+    const held = this.#records.get(update.id);
+    if (held !== undefined) this.#books.delete(held);
     const result = this.#apply(update);
     if (result === "applied") {
       this.#counts.applied++;
@@ -308,6 +340,7 @@ export class SessionStore {
   promote(id: string, secondary: string | undefined): SessionRecord | undefined {
     const r = this.#records.get(id);
     if (r === undefined || r.role !== "replica" || r.expired) return undefined;
+    this.#books.delete(r);
     r.role = "primary";
     r.epoch++;
     r.primary = this.self;
@@ -321,6 +354,7 @@ export class SessionStore {
   markMoved(id: string, newPrimary: string, epoch?: number): void {
     const r = this.#records.get(id);
     if (r === undefined) return;
+    this.#books.delete(r);
     r.role = "moved";
     r.primary = newPrimary;
     if (epoch !== undefined && epoch > r.epoch) r.epoch = epoch;
@@ -416,6 +450,7 @@ export class SessionStore {
       this.#counts.expired++;
     }
     if (record.role === "primary") record.version++;
+    this.#books.delete(record);
     record.attributes = {};
     record.lastAccess = this.now();
     return { kind: "tombstone", id: record.id, epoch: record.epoch, version: record.version, primary: record.primary };
