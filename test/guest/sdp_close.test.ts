@@ -17,7 +17,7 @@
  * (RDMA_IN_GUEST=1) a missing device fails them.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -75,7 +75,7 @@ async function scenario(mode: "kill" | "exit", localClose: boolean): Promise<voi
       }
     })();
     await new Promise((r) => setTimeout(r, 50)); // the reader is parked in next()
-    child.stdin!.write("go\n");
+    writeFileSync(`${marker}.go`, "go"); // synchronous: a pipe write would wait for the event loop
     // From here on nothing runs in this process until the peer has all its returns and is gone.
     assert.ok(blockUntil(marker, 120_000, 1500), "the peer did not report its send completions within 120 s");
     if (localClose) void s.close(); // before the event loop polls anything
