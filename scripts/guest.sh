@@ -3,6 +3,9 @@
 #
 #   bash scripts/guest.sh <command…>     (or: npm run guest -- <command…>)
 #   bash scripts/guest.sh --prepare      install and cache everything, boot nothing
+#   bash scripts/guest.sh --wait-active <state file> <seconds>
+#                                        (stage 2 in the guest runs this for rxe0: exit 1 with
+#                                        the last state seen unless it reads "4: ACTIVE" in time)
 #
 # The guest boots Debian's 6.1 kernel under software emulation (TCG: /dev/kvm refuses
 # ordinary guests on these machines), sees the host's whole filesystem read-only under a
@@ -24,7 +27,11 @@
 #
 # Environment:
 #   RDMA_GUEST_CACHE    cache directory (default: <repo>/.cache/guest)
-#   RDMA_GUEST_TIMEOUT  limit for one guest run, as for timeout(1): 2400, 40m, 1h (default 40m)
+#   RDMA_GUEST_TIMEOUT  limit for one guest run, as for timeout(1): 2400, 40m, 1h (default 40m:
+#                       about twice the longest guest command here, npm test's guest phase,
+#                       measured at 19 min; scripts/test.sh passes its own 24m)
+#   RDMA_GUEST_ACTIVE_TIMEOUT  seconds for rxe0 to become ACTIVE after it is added (default 5;
+#                       measured 0.14-0.17 s); otherwise the run fails with exit status 97
 #   GUEST_MEM           guest memory in MB (default 3072)
 #   GUEST_SMP           guest CPUs (default 2)
 #   RDMA_GUEST_LOCK     lock file (default /tmp/rdma-guest.lock)
@@ -48,8 +55,34 @@ say() { [ "${RDMA_GUEST_QUIET:-}" = 1 ] || echo "guest: $*" >&2; }
 die() { echo "guest: error: $*" >&2; exit 2; }
 
 usage() {
-  sed -n '2,35s/^# \{0,1\}//p' "$SELF" >&2
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF" >&2
 }
+
+# Waits until an RDMA port's sysfs state file reads "4: ACTIVE"; exits 1 with the last state
+# seen when it does not within the bound (seconds). The guest's stage 2 runs this for rxe0
+# (the guest sees this script through its read-only view of the host's /).
+wait_active() { # state-file seconds
+  local file=$1 bound=$2 state= t0 now
+  [[ $bound =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "guest: error: --wait-active bound must be seconds: got '$bound'" >&2; exit 2; }
+  t0=$(date +%s%N)
+  while :; do
+    state=$(cat "$file" 2>/dev/null || echo "missing ($file)")
+    now=$(date +%s%N)
+    if [ "$state" = "4: ACTIVE" ]; then
+      echo "rxe0 port 1: $state after $(( (now - t0) / 1000000 )) ms"
+      exit 0
+    fi
+    if [ $(( (now - t0) / 1000000 )) -ge "$(awk -v b="$bound" 'BEGIN { printf "%d", b * 1000 }')" ]; then
+      echo "guest: error: rxe0 port 1 never became ACTIVE within ${bound}s (RDMA_GUEST_ACTIVE_TIMEOUT); last state: $state" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
+}
+if [ "${1:-}" = --wait-active ]; then
+  [ $# = 3 ] || { echo "usage: guest.sh --wait-active <state file> <seconds>" >&2; exit 2; }
+  wait_active "$2" "$3"
+fi
 
 # ---------------------------------------------------------------- inside the guest already
 if [ "${RDMA_IN_GUEST:-}" = 1 ]; then
@@ -73,6 +106,10 @@ TIMEOUT=${RDMA_GUEST_TIMEOUT:-40m}
 MEM=${GUEST_MEM:-3072}
 [[ $MEM =~ ^[0-9]+$ ]] || die "GUEST_MEM must be a number of MB: got '$MEM'"
 SMP=${GUEST_SMP:-2}
+# rxe0 turned ACTIVE 137 and 166 ms after `rdma link add` in two boots (TCG, host loaded);
+# 5 s is 30 times that, and still small beside the boot itself (10-28 s).
+ACTIVE_BOUND=${RDMA_GUEST_ACTIVE_TIMEOUT:-5}
+[[ $ACTIVE_BOUND =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "RDMA_GUEST_ACTIVE_TIMEOUT must be seconds: got '$ACTIVE_BOUND'"
 [[ $SMP =~ ^[0-9]+$ ]] || die "GUEST_SMP must be a number: got '$SMP'"
 
 # npm runs scripts in the package root; INIT_CWD is where the user typed the command.
@@ -101,6 +138,8 @@ command -v dpkg-query >/dev/null || die "this script needs a Debian-like host (d
 for p in "${PACKAGES[@]}"; do
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
 done
+# dpkg lock wait (Lock::Timeout): installing two packages here took 19 s, so a lock held for
+# 4 minutes belongs to another apt run (an unattended upgrade) that is not about to finish.
 APT_UPDATED=0
 apt_update() {
   [ $APT_UPDATED = 1 ] && return 0
@@ -112,7 +151,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   t0=$SECONDS
   apt_update
   ilog=$(mktemp)
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >"$ilog" 2>&1; then
+  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=240 --no-install-recommends "${missing[@]}" >"$ilog" 2>&1; then
     tail -30 "$ilog" >&2; rm -f "$ilog"
     die "apt-get install ${missing[*]} failed"
   fi
@@ -222,11 +261,7 @@ setup() {
   ip addr add 192.0.2.1/24 dev d0
   ip link set d0 up
   rdma link add rxe0 type rxe netdev d0
-  for _ in $(seq 50); do
-    [ "$(cat /sys/class/infiniband/rxe0/ports/1/state 2>/dev/null)" = "4: ACTIVE" ] && break
-    sleep 0.1
-  done
-  echo "rxe0 port 1: $(cat /sys/class/infiniband/rxe0/ports/1/state)"
+  bash "$(cat "$out/self")" --wait-active /sys/class/infiniband/rxe0/ports/1/state "$(cat "$out/active_bound")"
 }
 (setup) > "$out/setup.log" 2>&1
 [ $? = 0 ] || { echo 97 > "$out/setupfail"; off; }
@@ -275,6 +310,8 @@ trap 'echo "guest: interrupted" >&2; exit 130' INT TERM
 printf '%q ' "$@" > "$OUT/cmd"
 printf '%s' "$CWD" > "$OUT/cwd"
 printf '%s' "$KMODS" > "$OUT/kmods"
+printf '%s' "$SELF" > "$OUT/self"
+printf '%s' "$ACTIVE_BOUND" > "$OUT/active_bound"
 {
   names=$(compgen -e | grep -E '^(RDMA_|SDP_|BENCH_)|^(CI|NO_COLOR|FORCE_COLOR|TERM|LANG|LC_ALL|TZ|HOME)$' || true)
   for v in $names ${RDMA_GUEST_ENV:-}; do
@@ -313,7 +350,7 @@ console_tail() {
   sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/\r//g' "$OUT/console" | tail -n "${1:-30}" | sed 's/^/  | /' >&2
 }
 if [ -f "$OUT/setupfail" ]; then
-  echo "guest: Soft-RoCE setup failed inside the guest:" >&2
+  echo "guest: error: Soft-RoCE setup failed inside the guest (exit 97); its log:" >&2
   sed 's/^/  | /' "$OUT/setup.log" >&2
   console_tail 15
   exit 97
@@ -331,5 +368,6 @@ if [ ! -f "$OUT/rc" ]; then
 fi
 rc=$(cat "$OUT/rc")
 booted=$(cat "$OUT/booted" 2>/dev/null || echo '?')
-say "exit status $rc after ${ELAPSED}s (boot and Soft-RoCE setup: ${booted}s)"
+active=$(sed -n 's/^rxe0 port 1: 4: ACTIVE after \([0-9]*\) ms$/\1 ms/p' "$OUT/setup.log" 2>/dev/null || true)
+say "exit status $rc after ${ELAPSED}s (boot and Soft-RoCE setup: ${booted}s; rxe0 ACTIVE ${active:-?} after rdma link add)"
 exit "$rc"

@@ -1,16 +1,18 @@
 /**
  * The SDP-like socket on real RDMA (Soft-RoCE in the test guest). The echo
  * peer runs in a child process under the *other* runtime: every test here is
- * also a Bun ↔ Deno test. On a host without an active RDMA port they skip.
+ * also a Bun ↔ Deno test. On a host without an active RDMA port they skip; inside the
+ * guest (RDMA_IN_GUEST=1) a missing device fails instead (test/fixtures/guest_device.ts).
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { connect, listen, type MessageSocket } from "../../src/sdp/mod.ts";
-import { hasActiveDevice, registeredBytes } from "../../src/verbs/mod.ts";
+import { registeredBytes } from "../../src/verbs/mod.ts";
+import { rdmaSkip } from "../fixtures/guest_device.ts";
 import { exited, firstLine, otherRuntime, spawnFixture } from "../fixtures/runtime.ts";
 
 const HOST = process.env.RDMA_TEST_HOST ?? "192.0.2.1";
-const skip = (await hasActiveDevice()) ? false : "no active RDMA device (run inside the guest: npm run guest -- …)";
+const skip = await rdmaSkip(test); // fails instead inside the guest (RDMA_IN_GUEST=1)
 const MiB = 1024 * 1024;
 
 /** Message i of n bytes: a pattern that shows loss, duplication, reordering and corruption. */

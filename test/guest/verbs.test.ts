@@ -1,6 +1,7 @@
 /**
  * Verbs on a real device (Soft-RoCE in the test guest: `npm run guest -- …`).
- * On a host without an active RDMA port every test here skips, saying why.
+ * On a host without an active RDMA port every test here skips, saying why; inside the
+ * guest (RDMA_IN_GUEST=1) a missing device fails instead (test/fixtures/guest_device.ts).
  * The peer runs in a child process under the *other* runtime, so these tests
  * also show Bun and Deno talking over real verbs.
  */
@@ -10,17 +11,17 @@ import {
   connect,
   ConnectionClosedError,
   devices,
-  hasActiveDevice,
   type MemoryRegion,
   type RdmaConnection,
   RdmaError,
   WorkCompletionError,
 } from "../../src/verbs/mod.ts";
+import { rdmaSkip } from "../fixtures/guest_device.ts";
 import { exited, firstLine, otherRuntime, spawnFixture } from "../fixtures/runtime.ts";
 import { pattern, SOURCE_LEN } from "../fixtures/verbs_peer.ts";
 
 const HOST = process.env.RDMA_TEST_HOST ?? "192.0.2.1";
-const skip = (await hasActiveDevice()) ? false : "no active RDMA device (run inside the guest: npm run guest -- …)";
+const skip = await rdmaSkip(test); // fails instead inside the guest (RDMA_IN_GUEST=1)
 
 interface Remote {
   address: bigint;
