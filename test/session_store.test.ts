@@ -260,3 +260,23 @@ test("session size is kept change by change and always equals the JSON encoding'
     assert.equal(utf8Length(text), new TextEncoder().encode(text).byteLength, JSON.stringify(text));
   }
 });
+
+test("deadlines: one timer fires each bound in order, never a cancelled one, and goes away when nothing is pending", async () => {
+  const { Deadlines } = await import("../src/session/deadlines.ts");
+  const d = new Deadlines();
+  const fired: string[] = [];
+  const t0 = performance.now();
+  d.add(60, t0, () => fired.push("60"));
+  const cancelled = d.add(20, t0, () => fired.push("20-cancelled"));
+  d.add(20, t0 + 1, () => fired.push("20"));
+  d.add(5, t0, () => fired.push("5"));
+  cancelled.cancel();
+  await new Promise((r) => setTimeout(r, 120));
+  assert.deepEqual(fired, ["5", "20", "60"]);
+  assert.equal(d.pending, 0);
+  // Many at once on one bound: all fire, once each.
+  let n = 0;
+  for (let i = 0; i < 2000; i++) d.add(10, performance.now(), () => n++);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(n, 2000);
+});

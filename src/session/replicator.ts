@@ -11,13 +11,15 @@
  * modes by calling `resync` back on the primary, see the cluster).
  *
  * The request path waits at most `boundMs` for the chosen ack mode: a stalled
- * secondary cannot hold a response longer than that.
+ * secondary cannot hold a response longer than that. The bounds of all
+ * replications in flight share one timer (`deadlines.ts`).
  *
  * @module
  */
 
 import type { RmiEndpoint } from "../rmi/endpoint.ts";
 import type { AckMode, RmiLogger } from "../rmi/types.ts";
+import { Deadlines } from "./deadlines.ts";
 import { LatencyRecorder, type LatencySummary } from "./latency.ts";
 import type { SessionStore } from "./store.ts";
 import type { ApplyResult, ReplicationUpdate } from "./types.ts";
@@ -63,6 +65,8 @@ export class Replicator {
   #logger: RmiLogger;
   #sent = new Map<RmiEndpoint, Sent>();
   #latency = new Map<AckMode, LatencyRecorder>();
+  /** The ack bounds of every replication in flight, on one timer. */
+  #deadlines = new Deadlines();
   #stats = {
     outcomes: { none: 0, transport: 0, applied: 0, timeout: 0, failed: 0, "no-secondary": 0 } as Record<
       ReplicationOutcome,
@@ -114,13 +118,19 @@ export class Replicator {
       work.then((o) => o === "failed" && this.#count("failed"));
       return Promise.resolve(this.#count("none"));
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const bound = new Promise<ReplicationOutcome>((resolve) => {
-      timer = setTimeout(() => resolve("timeout"), boundMs);
-    });
-    return Promise.race([work, bound]).then((outcome) => {
-      clearTimeout(timer);
-      return this.#count(outcome);
+    return new Promise<ReplicationOutcome>((resolve) => {
+      let settled = false;
+      const deadline = this.#deadlines.add(boundMs, started, () => {
+        if (settled) return;
+        settled = true;
+        resolve(this.#count("timeout"));
+      });
+      work.then((outcome) => {
+        if (settled) return;
+        settled = true;
+        deadline.cancel();
+        resolve(this.#count(outcome));
+      });
     });
   }
 

@@ -1,0 +1,85 @@
+/**
+ * One timer for the ack bounds of many replications, instead of a
+ * `setTimeout` (and a `Promise.race`) per update.
+ *
+ * Deadlines are kept in one FIFO queue per bound length: within a queue they
+ * arrive in time order (now + the same bound), so adding and cancelling cost
+ * O(1) (a cancelled entry is skipped when it reaches the head). One timer is
+ * armed for the earliest head; it exists only while a deadline is pending.
+ *
+ * @module
+ */
+
+interface Entry {
+  at: number;
+  fire: (() => void) | undefined;
+}
+
+/** A pending deadline; `cancel()` before it fires, and it never fires. */
+export interface Deadline {
+  cancel(): void;
+}
+
+export class Deadlines {
+  #queues = new Map<number, { entries: Entry[]; head: number }>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #armedFor = Infinity;
+  #now: () => number;
+
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /** Calls `fire` once `boundMs` have passed since `start` (the caller's clock reading), unless cancelled. */
+  add(boundMs: number, start: number, fire: () => void): Deadline {
+    const entry: Entry = { at: start + boundMs, fire };
+    let queue = this.#queues.get(boundMs);
+    if (queue === undefined) this.#queues.set(boundMs, queue = { entries: [], head: 0 });
+    queue.entries.push(entry);
+    if (entry.at < this.#armedFor) this.#arm(entry.at);
+    return {
+      cancel: () => {
+        entry.fire = undefined;
+      },
+    };
+  }
+
+  /** Number of deadlines not yet fired or skipped (cancelled ones count until they reach the head). */
+  get pending(): number {
+    let n = 0;
+    for (const q of this.#queues.values()) n += q.entries.length - q.head;
+    return n;
+  }
+
+  #arm(at: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#armedFor = at;
+    this.#timer = setTimeout(() => this.#run(), Math.max(0, at - this.#now()));
+  }
+
+  #run(): void {
+    this.#timer = undefined;
+    this.#armedFor = Infinity;
+    const now = this.#now();
+    let next = Infinity;
+    for (const [bound, q] of this.#queues) {
+      while (q.head < q.entries.length) {
+        const e = q.entries[q.head];
+        if (e.fire !== undefined && e.at > now) break;
+        q.head++;
+        const fire = e.fire;
+        e.fire = undefined;
+        fire?.();
+      }
+      if (q.head === q.entries.length) this.#queues.delete(bound);
+      else {
+        if (q.head > 1024 && q.head * 2 > q.entries.length) {
+          q.entries = q.entries.slice(q.head);
+          q.head = 0;
+        }
+        next = Math.min(next, q.entries[q.head].at);
+      }
+    }
+    if (next < Infinity) this.#arm(next);
+  }
+}
