@@ -196,12 +196,18 @@ async function fromSnapshot(): Promise<never> {
     writeFileSync(join(dir, ".complete"), `${commit}\n`);
   }
   if (!existsSync(join(dir, "node_modules"))) execFileSync("ln", ["-s", join(ROOT, "node_modules"), join(dir, "node_modules")]);
+  // The guest cache of its own: scripts/guest.sh deletes initramfs images of other guest.sh versions
+  // when it builds one, and the exported guest.sh may differ from the working tree's. The kernel is shared.
+  const guestCache = process.env.RDMA_GUEST_CACHE ?? join(ROOT, ".cache", "bench-guest");
+  mkdirSync(guestCache, { recursive: true });
+  const kernels = join(ROOT, ".cache", "guest", "kernel");
+  if (!process.env.RDMA_GUEST_CACHE && existsSync(kernels) && !existsSync(join(guestCache, "kernel"))) execFileSync("ln", ["-s", kernels, join(guestCache, "kernel")]);
   progress(`running from a clean export of ${commit.slice(0, 10)} in ${dir} (results go to ${RESULTS})`);
   const [cmd, argv] = runtime === "bun" ? [join(ROOT, "node_modules", ".bin", "bun"), [join(dir, "bench", "run.ts")]] : [join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", join(dir, "bench", "run.ts")]];
   const child = spawn(cmd, [...argv, ...args], {
     cwd: dir,
     stdio: "inherit",
-    env: { ...process.env, BENCH_COMMIT: commit, BENCH_OUT_ROOT: ROOT, RDMA_GUEST_CACHE: process.env.RDMA_GUEST_CACHE ?? join(ROOT, ".cache", "guest") },
+    env: { ...process.env, BENCH_COMMIT: commit, BENCH_OUT_ROOT: ROOT, RDMA_GUEST_CACHE: guestCache },
   });
   const code = await new Promise<number>((r) => child.once("exit", (c) => r(c ?? 1)));
   process.exit(code);
