@@ -4,8 +4,8 @@
  * (one process), each beside its floor, measured in one run and printed as
  * ratios (issue 10).
  *
- *   bun bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>]
- *   deno run -A bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>]
+ *   bun bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>] [--current=<git ref>]
+ *   deno run -A bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>] [--current=<git ref>]
  *
  * Paths (every one a 64 B ping-pong, one message in flight):
  *
@@ -22,7 +22,9 @@
  * With `--baseline=<ref>` the library of that commit is extracted (`git
  * archive`) to a temporary directory and its tcp and loopback paths are
  * measured too, in the same run, interleaved with the current ones: a
- * before/after comparison that the machine's drift cannot fake.
+ * before/after comparison that the machine's drift cannot fake. `--current=<ref>`
+ * measures that commit instead of the working tree (others' uncommitted edits
+ * left out).
  *
  * Latency: rounds of blocks, the paths taking turns block by block, every
  * iteration timed; p50 and mean in µs. Allocation per round trip: under Deno
@@ -113,7 +115,7 @@ class EchoFramer {
 async function servePeer(): Promise<void> {
   const host = "127.0.0.1";
   const ports: Record<string, number> = {};
-  const libs: Lib[] = [await loadLib("current", ROOT)];
+  const libs: Lib[] = [await loadLib("current", arg("current-dir") ?? ROOT)];
   const base = arg("baseline-dir");
   if (base) libs.push(await loadLib("baseline", base));
   for (const lib of libs) {
@@ -468,9 +470,18 @@ async function main(): Promise<void> {
   const allocN = quick ? 2000 : 8000;
   const baselineRef = arg("baseline");
   const tag = arg("tag");
-  const libs: Lib[] = [await loadLib("current", ROOT)];
-  let baselineSha: string | undefined;
+  const currentRef = arg("current");
+  let currentSha: string | undefined;
   const peerArgs = ["--peer"];
+  let currentRoot = ROOT;
+  if (currentRef) {
+    const { dir, sha } = extract(currentRef);
+    currentSha = sha;
+    currentRoot = dir;
+    peerArgs.push(`--current-dir=${dir}`);
+  }
+  const libs: Lib[] = [await loadLib("current", currentRoot)];
+  let baselineSha: string | undefined;
   if (baselineRef) {
     const { dir, sha } = extract(baselineRef);
     baselineSha = sha;
@@ -540,8 +551,8 @@ async function main(): Promise<void> {
       part: "datapath",
       runtime,
       versions: versions(),
-      commit: git(["rev-parse", "HEAD"]),
-      dirty: git(["status", "--porcelain", "--untracked-files=no", "src", "mod.ts"]) !== "",
+      commit: currentSha ?? git(["rev-parse", "HEAD"]),
+      dirty: currentSha ? false : git(["status", "--porcelain", "--untracked-files=no", "src", "mod.ts"]) !== "",
       baseline: baselineSha ? { ref: baselineRef, commit: baselineSha } : undefined,
       date: new Date().toISOString(),
       messageSize: SIZE,
