@@ -216,13 +216,14 @@ function redisKillSection(r: Json): Section | undefined {
     k.unacknowledgedOk ? `${k.unacknowledgedOk}${k.replication ? ` (${Object.entries(k.replication).filter(([h]) => !["transport", "applied", "redis"].includes(h)).map(([h, n]) => `${h}: ${n}`).join(", ")})` : ""}` : 0,
     k.failed,
     k.acknowledgedLost,
+    k.okLost,
     `${k.sessionsLost} / ${k.sessions}`,
     `${k.sessionsUnavailable} / ${k.sessions}`,
     k.afterRestart ? `${k.afterRestart.acknowledgedLost} acked lost, ${k.afterRestart.sessionsLost} / ${k.sessions} sessions lost` : "–",
   ]);
   return {
     title: "Killing a server (SIGKILL at 40 % of the updates): what the sessions kept",
-    head: ["setup", "killed", "users × updates", "acked", "200 not acked", "failed (no 200)", "acked lost", "sessions lost", "sessions unavailable", "redis-server restarted"],
+    head: ["setup", "killed", "users × updates", "acked", "200 not acked", "failed (no 200)", "acked lost", "any 200 lost", "sessions lost", "sessions unavailable", "redis-server restarted"],
     rows,
     note: "Every update writes its own key (/put?k=u<i>); acked = a 200 whose x-replication said transport, applied or redis (redis-server replied to the SET). Read back after the load: through the surviving app servers (ours), or the one app server while redis-server is down and again after it was restarted with the same settings (Redis). Sessions lost: read back with none of their updates; unavailable: no server could answer.",
   };
@@ -233,7 +234,8 @@ function runsSection(host: Json, guest: Json, redis: Json): Section | undefined 
   const rows: Cell[][] = [];
   const add = (file: string, m: Json, settings: string) => {
     if (!m) return;
-    rows.push([file, m.date, String(m.commit ?? "?").slice(0, 10), m.bun ?? m.versions?.bun ?? m.host?.versions?.bun, m.deno ?? m.versions?.deno ?? m.host?.versions?.deno, settings, (m.host?.loadavgAtStart ?? m.loadavgAtStart ?? "–").toString(), m.log ?? "–"]);
+    const v = (x: unknown) => (x === undefined ? undefined : String(x).replace(/^deno /, "").split(" ")[0]);
+    rows.push([file, m.date, String(m.commit ?? "?").slice(0, 10), v(m.bun ?? m.versions?.bun ?? m.host?.versions?.bun), v(m.deno ?? m.versions?.deno ?? m.host?.versions?.deno), settings, (m.host?.loadavgAtStart ?? m.loadavgAtStart ?? "–").toString(), m.log ?? "–"]);
   };
   add("host.json", host?.meta, "–");
   const s = guest?.meta?.settings;
