@@ -13,6 +13,14 @@
  * transcript(role) = "rdma-sessions/auth/v1 " role ‖ 0 ‖ nonce_D ‖ nonce_A ‖ id_D ‖ 0 ‖ id_A.
  * Fresh nonces on both sides defeat replay; the role label defeats reflection.
  *
+ * Session keys: after both proofs check, each side derives one key per
+ * direction with HKDF-SHA256 (RFC 5869): IKM = secret, salt = nonce_D ‖ nonce_A,
+ * info = "rdma-sessions/seal/v1 " direction ‖ 0 ‖ id_D ‖ 0 ‖ id_A, 32 bytes,
+ * direction "dialer->acceptor" or "acceptor->dialer". They are fresh per
+ * connection (both nonces), bound to both ids, never sent, and differ from
+ * the proofs (which are sent in the clear). `sealed_socket.ts` uses them to
+ * MAC and number every frame after the handshake.
+ *
  * Layout (big-endian):
  * ```
  * HELLO  0 "RSA1" magic (4) | 4 u8 type=1 | 5 u8 role (0 dialer, 1 acceptor) | 6 u16 idLen (1..64)
@@ -23,13 +31,29 @@
  * @module
  */
 
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 import type { MessageSocket, ReceivedMessage } from "../sdp/types.ts";
 import { isValidPeerId } from "./peers.ts";
 
 /** Authentication failed; the socket has been closed. */
 export class AuthError extends Error {
   override name = "AuthError";
+}
+
+/** Keys derived from one handshake, one per direction (32 bytes each), as seen from this side. */
+export interface SessionKeys {
+  /** MACs the frames this side sends. */
+  readonly send: Uint8Array;
+  /** Checks the frames this side receives. */
+  readonly receive: Uint8Array;
+}
+
+/** What a successful handshake yields. */
+export interface AuthResult {
+  /** The authenticated peer id. */
+  readonly peer: string;
+  /** This connection's keys (for `SealedSocket`). */
+  readonly keys: SessionKeys;
 }
 
 /** Options of one handshake. */
@@ -66,13 +90,26 @@ export function secretBytes(secret: string | Uint8Array): Uint8Array {
  * Runs the handshake on `socket`, reading from `messages` (the socket's single
  * iterator, which the caller then hands to the RMI endpoint). Resolves with
  * the authenticated peer id; on any failure closes the socket and rejects
- * with `AuthError`.
+ * with `AuthError`. The frames after it are not protected: use
+ * `authenticateWithKeys` and a `SealedSocket` for that.
  */
 export async function authenticate(
   socket: MessageSocket,
   messages: AsyncIterator<ReceivedMessage>,
   options: AuthOptions,
 ): Promise<string> {
+  return (await authenticateWithKeys(socket, messages, options)).peer;
+}
+
+/**
+ * `authenticate`, also returning this connection's session keys (see the
+ * module notes), for wrapping the socket in a `SealedSocket`.
+ */
+export async function authenticateWithKeys(
+  socket: MessageSocket,
+  messages: AsyncIterator<ReceivedMessage>,
+  options: AuthOptions,
+): Promise<AuthResult> {
   const secret = secretBytes(options.secret);
   const timeoutMs = options.timeoutMs ?? 5000;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -98,7 +135,7 @@ async function run(
   messages: AsyncIterator<ReceivedMessage>,
   options: AuthOptions,
   secret: Uint8Array,
-): Promise<string> {
+): Promise<AuthResult> {
   const ourNonce = new Uint8Array(randomBytes(NONCE_BYTES));
   const dialer = options.role === "dialer";
   if (dialer) await socket.send(encodeHello(0, ourNonce, options.self));
@@ -118,7 +155,25 @@ async function run(
     if (!timingSafeEqual(proof, macD)) throw new AuthError(`peer '${hello.id}' failed the challenge: wrong cluster secret`);
     await socket.send(encodeProof(macA));
   }
-  return hello.id;
+  const d2a = deriveKey(secret, "dialer->acceptor", nonceD, nonceA, idD, idA);
+  const a2d = deriveKey(secret, "acceptor->dialer", nonceD, nonceA, idD, idA);
+  return { peer: hello.id, keys: dialer ? { send: d2a, receive: a2d } : { send: a2d, receive: d2a } };
+}
+
+/** HKDF-SHA256 of the secret for one direction of one connection (module notes). */
+export function deriveKey(
+  secret: Uint8Array,
+  direction: "dialer->acceptor" | "acceptor->dialer",
+  nonceD: Uint8Array,
+  nonceA: Uint8Array,
+  idD: string,
+  idA: string,
+): Uint8Array {
+  const salt = new Uint8Array(nonceD.byteLength + nonceA.byteLength);
+  salt.set(nonceD, 0);
+  salt.set(nonceA, nonceD.byteLength);
+  const info = encoder.encode(`rdma-sessions/seal/v1 ${direction}\u0000${idD}\u0000${idA}`);
+  return new Uint8Array(hkdfSync("sha256", secret, salt, info, 32));
 }
 
 async function next(messages: AsyncIterator<ReceivedMessage>, what: string): Promise<Uint8Array> {

@@ -30,7 +30,8 @@ import type { MessageListener, MessageSocket, ReceivedMessage } from "../sdp/typ
 import type { ValueCodec } from "../rmi/codec.ts";
 import { type MethodTable, RmiEndpoint } from "../rmi/endpoint.ts";
 import { emptyRmiStats, type RmiLogger, type RmiStats } from "../rmi/types.ts";
-import { authenticate, secretBytes } from "./auth.ts";
+import { authenticateWithKeys, secretBytes } from "./auth.ts";
+import { SealedSocket } from "./sealed_socket.ts";
 import { Membership, type MembershipStats, type PingAnswer } from "./membership.ts";
 import { type PeerConfig, validatePeers } from "./peers.ts";
 
@@ -131,21 +132,23 @@ class PeerLink {
     let delay = o.reconnectDelayMs ?? 100;
     let lastError = "";
     while (!this.isClosed) {
+      let socket: MessageSocket | undefined;
       try {
-        const socket = await o.dial(this.peer);
+        socket = await o.dial(this.peer);
         if (this.isClosed) {
           await socket.close();
           break;
         }
         const messages = socket[Symbol.asyncIterator]();
-        await authenticate(socket, messages, {
+        const { keys } = await authenticateWithKeys(socket, messages, {
           role: "dialer",
           self: o.self,
           secret: o.secret,
           allowed: (id) => id === this.peer.id,
           timeoutMs: o.handshakeTimeoutMs,
         });
-        const endpoint = this.node.makeEndpoint(socket, messages, this.peer.id);
+        const sealed = new SealedSocket(socket, messages, keys, { name: this.peer.id });
+        const endpoint = this.node.makeEndpoint(sealed, sealed[Symbol.asyncIterator](), this.peer.id);
         if (this.isClosed) {
           await endpoint.close();
           break;
@@ -170,6 +173,8 @@ class PeerLink {
           if (error instanceof Error && error.name === "AuthError") this.node.counts.authRejected++;
         }
         lastError = text;
+        // Whatever failed (handshake, first ping), the connection must not linger on either side.
+        await socket?.close().catch(() => {});
       }
       this.endpoint = undefined;
       if (this.isClosed) break;
@@ -620,15 +625,15 @@ export class ClusterNode {
     }
     this.#handshaking++;
     const messages = socket[Symbol.asyncIterator]();
-    let peer: string;
+    let peer: string, keys;
     try {
-      peer = await authenticate(socket, messages, {
+      ({ peer, keys } = await authenticateWithKeys(socket, messages, {
         role: "acceptor",
         self: this.self,
         secret: this.options.secret,
         allowed: (id) => id !== this.self && this.peers.has(id),
         timeoutMs: this.options.handshakeTimeoutMs,
-      });
+      }));
     } catch (error) {
       this.counts.authRejected++;
       this.logger.warn(`cluster ${this.self}: rejected connection from ${socket.remoteAddress}: ${(error as Error).message}`);
@@ -648,7 +653,8 @@ export class ClusterNode {
       return;
     }
     this.counts.inboundConnections++;
-    const endpoint = this.makeEndpoint(socket, messages, peer);
+    const sealed = new SealedSocket(socket, messages, keys, { name: peer });
+    const endpoint = this.makeEndpoint(sealed, sealed[Symbol.asyncIterator](), peer);
     const set = this.#inbound.get(peer) ?? new Set();
     this.#inbound.set(peer, set);
     set.add(endpoint);
