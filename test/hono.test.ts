@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { SessionCluster } from "../src/cluster/session_cluster.ts";
+import { SessionCluster, SessionUnavailableError } from "../src/cluster/session_cluster.ts";
 import type { PeerConfig } from "../src/cluster/peers.ts";
 import { sessions, type SessionVariables } from "../src/http/hono.ts";
 import { type RunningServer, serve } from "../src/http/serve.ts";
@@ -52,6 +52,10 @@ function shopApp(cluster: SessionCluster, ackMode?: AckMode) {
     c.get("session").set("o", 1);
     c.header("set-cookie", "theme=dark; Path=/", { append: true });
     return c.text("ok");
+  });
+  app.get("/unavailable", (c) => {
+    c.get("session").set("lost", "write");
+    throw new SessionUnavailableError("lease lapsed mid-request");
   });
   app.onError((error, c) => c.text(`error: ${error.message}`, 500));
   return app;
@@ -157,6 +161,21 @@ test("hono sessions(): a handler that throws commits nothing; logout clears the 
     assert.equal(out.headers.get("set-cookie"), "sid=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
     const after = await fetch(`${a.url}/cart`, { headers: { cookie } });
     assert.deepEqual(await after.json(), { user: null, cart: [], epoch: 0 });
+  } finally {
+    await shop.close();
+  }
+});
+
+test("hono sessions(): a SessionUnavailableError from the handler is the same 503 as withSessions gives, with nothing committed", async () => {
+  const shop = await startCluster(["a", "b"]);
+  try {
+    const r = await fetch(`${shop.servers.get("a")!.url}/unavailable`);
+    assert.equal(r.status, 503);
+    assert.equal(r.headers.get("retry-after"), "1");
+    assert.equal(await r.text(), "session temporarily unavailable");
+    assert.equal(r.headers.get("set-cookie"), null);
+    const replication = shop.clusters.get("a")!.stats().replication;
+    assert.equal(replication.deltas + replication.snapshots, 0, "nothing replicated");
   } finally {
     await shop.close();
   }
