@@ -26,8 +26,10 @@
  *
  * @module
  */
+import { type AcceptQueue, acceptConcurrently, type HandshakeLimits, handshakeLimits } from "../accept_queue.ts";
 import {
   connect,
+  type ConnectionRequest,
   type Completion,
   ConnectionClosedError,
   listen,
@@ -217,38 +219,52 @@ export async function connectLink(options: LinkConnectOptions): Promise<Link> {
   return link!;
 }
 
+/**
+ * Accepted rdma links. Connection requests are accepted concurrently, at most
+ * `maxHandshakes` at once (default 8; a request beyond that is rejected at
+ * once), each within `handshakeTimeoutMs` (default 10000) for the rdma_cm
+ * exchange: a peer that never completes it holds its place no longer, and
+ * one slow peer delays no other. Each connection in handshake has its regions
+ * registered (with default sizes about 40 MiB: see the table above), so the
+ * cap also bounds the memory that unauthenticated peers can make this side
+ * register: `maxHandshakes` × that.
+ */
 class RdmaLinkListener implements LinkListener {
   readonly #listener: RdmaListener;
-  readonly #caps: LinkCapabilities;
+  readonly #accepting: { queue: AcceptQueue<RdmaLink>; close(): RdmaLink[] };
   readonly address: { host: string; port: number };
 
-  constructor(listener: RdmaListener, caps: LinkCapabilities) {
+  constructor(listener: RdmaListener, caps: LinkCapabilities, limits: HandshakeLimits) {
     this.#listener = listener;
-    this.#caps = caps;
     this.address = listener.address;
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Link> {
-    for await (const req of this.#listener) {
-      let link: RdmaLink | undefined;
-      try {
+    this.#accepting = acceptConcurrently<ConnectionRequest, RdmaLink>(listener, {
+      accept: async (req, timeoutMs) => {
+        let link: RdmaLink | undefined;
         await req.accept({
-          sendDepth: this.#caps.sendSlots + 16,
-          recvDepth: this.#caps.recvBufferCount,
+          timeoutMs,
+          sendDepth: caps.sendSlots + 16,
+          recvDepth: caps.recvBufferCount,
           prepare: (conn) => {
-            link = new RdmaLink(conn, this.#caps);
+            link = new RdmaLink(conn, caps);
           },
         });
-      } catch (e) {
-        // One failed accept (peer gone mid-handshake, out of memory) does not stop the listener.
-        if (!(e instanceof ConnectionClosedError)) console.warn(`rdma: accept from ${safe(() => req.remoteAddress)} failed: ${(e as Error).message}`);
-        continue;
-      }
-      yield link!;
-    }
+        return link!;
+      },
+      refuse: (req) => req.reject(),
+      dispose: (link) => link.close(),
+      // One failed accept (peer gone mid-handshake, out of memory, too slow) does not stop the listener.
+      failed: (req, e) => {
+        if (!(e instanceof ConnectionClosedError)) console.warn(`rdma: accept from ${safe(() => req.remoteAddress)} failed: ${e.message}`);
+      },
+    }, limits);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Link> {
+    return this.#accepting.queue[Symbol.asyncIterator]();
   }
 
   close(): Promise<void> {
+    for (const link of this.#accepting.close()) link.close();
     return this.#listener.close();
   }
 }
@@ -261,8 +277,13 @@ function safe(f: () => string): string {
   }
 }
 
-/** Listens for RDMA links on `host:port`. */
-export async function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
+/**
+ * Listens for RDMA links on `host:port`. `maxHandshakes` (default 8) and
+ * `handshakeTimeoutMs` (default 10000) bound the connections in handshake
+ * (see `RdmaLinkListener`).
+ */
+export async function listenLinks(options: LinkListenOptions & HandshakeLimits): Promise<LinkListener> {
   const caps = capabilitiesOf(options);
-  return new RdmaLinkListener(await listen({ host: options.host, port: options.port }), caps);
+  const limits = handshakeLimits(options);
+  return new RdmaLinkListener(await listen({ host: options.host, port: options.port }), caps, limits);
 }
