@@ -4,10 +4,10 @@
  * @module
  */
 
-export type Cell = string | number | undefined;
+export type Cell = string | number | undefined | null;
 
 function cell(v: Cell): string {
-  if (v === undefined || (typeof v === "number" && !Number.isFinite(v))) return "–";
+  if (v === undefined || v === null || (typeof v === "number" && !Number.isFinite(v))) return "–";
   return typeof v === "number" ? String(v) : v;
 }
 
