@@ -35,7 +35,7 @@ const IDS = ["a", "b", "c"];
  * allocator keeps pages of the transient peak (hostile replicas of up to
  * 4 MiB are copied several times on their way), Deno's more than Bun's.
  */
-const RSS_BOUND_MIB = 256;
+const RSS_BOUND_MIB = 320;
 /**
  * And each round after the first may add at most this much to the first's
  * retained memory (JS heap + external buffers after a collection; RSS itself
