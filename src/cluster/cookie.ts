@@ -68,8 +68,10 @@ export class SessionCookieSigner {
     if (cut < 0 || value.split("!").length !== 4) return undefined;
     const locator = parseSessionCookie(value.slice(0, cut));
     if (locator === undefined) return undefined;
-    const given = Buffer.from(value.slice(cut + 1), "base64url");
-    const expected = this.#mac(value.slice(0, cut));
+    // Compared as text: base64url decoding ignores the unused bits of the last character, so
+    // comparing decoded bytes would accept several spellings of one MAC.
+    const given = Buffer.from(value.slice(cut + 1));
+    const expected = Buffer.from(this.#mac(value.slice(0, cut)).toString("base64url"));
     if (given.byteLength !== expected.byteLength || !timingSafeEqual(given, expected)) return undefined;
     return locator;
   }

@@ -61,24 +61,32 @@ export class Deadlines {
     this.#timer = undefined;
     this.#armedFor = Infinity;
     const now = this.#now();
+    // Due entries fire in deadline order across queues (a late timer may find several due).
+    for (;;) {
+      let first: { at: number; q: { entries: Entry[]; head: number } } | undefined;
+      for (const q of this.#queues.values()) {
+        while (q.head < q.entries.length && q.entries[q.head].fire === undefined) q.head++;
+        if (q.head < q.entries.length && q.entries[q.head].at <= now && (first === undefined || q.entries[q.head].at < first.at)) {
+          first = { at: q.entries[q.head].at, q };
+        }
+      }
+      if (first === undefined) break;
+      const e = first.q.entries[first.q.head++];
+      const fire = e.fire;
+      e.fire = undefined;
+      fire?.();
+    }
     let next = Infinity;
     for (const [bound, q] of this.#queues) {
-      while (q.head < q.entries.length) {
-        const e = q.entries[q.head];
-        if (e.fire !== undefined && e.at > now) break;
-        q.head++;
-        const fire = e.fire;
-        e.fire = undefined;
-        fire?.();
+      if (q.head === q.entries.length) {
+        this.#queues.delete(bound);
+        continue;
       }
-      if (q.head === q.entries.length) this.#queues.delete(bound);
-      else {
-        if (q.head > 1024 && q.head * 2 > q.entries.length) {
-          q.entries = q.entries.slice(q.head);
-          q.head = 0;
-        }
-        next = Math.min(next, q.entries[q.head].at);
+      if (q.head > 1024 && q.head * 2 > q.entries.length) {
+        q.entries = q.entries.slice(q.head);
+        q.head = 0;
       }
+      next = Math.min(next, q.entries[q.head].at);
     }
     if (next < Infinity) this.#arm(next);
   }
