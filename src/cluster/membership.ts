@@ -141,7 +141,7 @@ export class Membership {
   }
 
   /** True if `peer`'s `incarnation` (default: the one we know) is dead. */
-  isDead(peer: string, incarnation = this.#known.get(peer)): boolean {
+  isDead(peer: string, incarnation: string | undefined = this.#known.get(peer)): boolean {
     return incarnation !== undefined && (this.#dead.get(peer)?.has(incarnation) ?? false);
   }
 
@@ -149,7 +149,7 @@ export class Membership {
    * Records that `peer`'s `incarnation` is dead. Returns true if this is news.
    * Callers: a certificate, the peer's own announcement, or a newer incarnation.
    */
-  markDead(peer: string, incarnation: string, certified = true): boolean {
+  markDead(peer: string, incarnation: string, certified: boolean = true): boolean {
     if (peer === this.self) return false;
     if (certified) this.#certified.add(`${peer}/${incarnation}`);
     let set = this.#dead.get(peer);
@@ -196,12 +196,12 @@ export class Membership {
   }
 
   /** True while this server holds a majority lease. */
-  holdsLease(now = this.now()): boolean {
+  holdsLease(now: number = this.now()): boolean {
     return this.leaseExpiry(now) > now;
   }
 
   /** When the majority lease runs out (our clock); `-Infinity` if it has. Single-server clusters: `Infinity`. */
-  leaseExpiry(now = this.now()): number {
+  leaseExpiry(now: number = this.now()): number {
     const needed = this.majority - 1; // we count for ourselves
     if (needed <= 0) return Infinity;
     const valid = [...this.#leaseUntil.values()].filter((t) => t > now).sort((a, b) => b - a);
@@ -212,7 +212,7 @@ export class Membership {
    * Asked whether `peer`'s `incarnation` is dead: yes if we have not granted
    * it anything for `leaseMs + marginMs`; a yes is final (it is marked dead).
    */
-  vote(peer: string, incarnation: string, now = this.now()): boolean {
+  vote(peer: string, incarnation: string, now: number = this.now()): boolean {
     if (peer === this.self) return false;
     if (this.isDead(peer, incarnation)) return true;
     if (!this.holdsLease(now)) return false;
@@ -225,7 +225,7 @@ export class Membership {
   }
 
   /** We were declared dead: forget every lease and grant and take a new incarnation. */
-  reincarnate(incarnation = newIncarnation()): void {
+  reincarnate(incarnation: string = newIncarnation()): void {
     this.#incarnation = incarnation;
     this.#leaseUntil.clear();
     this.#granted.clear();

@@ -264,12 +264,12 @@ export class SessionStore {
   }
 
   /** True if the session's idle time has passed by its recorded last access. */
-  isIdleExpired(record: SessionRecord, now = this.now()): boolean {
+  isIdleExpired(record: SessionRecord, now: number = this.now()): boolean {
     return now - record.lastAccess > record.maxIdleMs;
   }
 
   /** Primary only: expires idle sessions (except those `busy` says are in use); returns the tombstones to replicate. */
-  expireIdle(now = this.now(), busy: (id: string) => boolean = () => false): TombstoneUpdate[] {
+  expireIdle(now: number = this.now(), busy: (id: string) => boolean = () => false): TombstoneUpdate[] {
     const tombstones: TombstoneUpdate[] = [];
     for (const r of this.#records.values()) {
       if (r.role === "primary" && !r.expired && this.isIdleExpired(r, now) && !busy(r.id)) tombstones.push(this.#bury(r));
@@ -281,7 +281,7 @@ export class SessionStore {
    * Replica side: turns an idle-expired replica into a tombstone (used when a
    * peer asks for a copy whose primary is gone). Returns true if it did.
    */
-  expireReplicaIfIdle(id: string, now = this.now()): boolean {
+  expireReplicaIfIdle(id: string, now: number = this.now()): boolean {
     const r = this.#records.get(id);
     if (r === undefined || r.role !== "replica" || r.expired || !this.isIdleExpired(r, now)) return false;
     this.#bury(r);
@@ -367,7 +367,7 @@ export class SessionStore {
    * Housekeeping: forgets tombstones and redirects older than `tombstoneTtlMs`
    * and replicas idle beyond `maxIdleMs + replicaGraceMs`. Returns how many.
    */
-  sweep(now = this.now()): number {
+  sweep(now: number = this.now()): number {
     let removed = 0;
     for (const [id, r] of this.#records) {
       const age = now - r.lastAccess;
