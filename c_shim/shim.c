@@ -43,6 +43,7 @@ struct shim_mr {
   struct ibv_mr *mr;
   void *buf;
   uint32_t length;
+  uint32_t borrowed; /* buf belongs to a parent region (shim_mr_sub_create): never freed here */
 };
 
 struct shim_waitset {
@@ -148,6 +149,35 @@ int shim_device_info(uint32_t index, struct shim_device_info *out) {
     out->max_inline_data = probe_max_inline(ctx, pd);
     ibv_dealloc_pd(pd);
   }
+out_ctx:
+  ibv_close_device(ctx);
+out_list:
+  ibv_free_device_list(list);
+  return rc;
+}
+
+int shim_device_range_probe(uint32_t index) {
+  int n = 0, rc = 0;
+  long page = sysconf(_SC_PAGESIZE);
+  struct ibv_device **list = ibv_get_device_list(&n);
+  struct ibv_context *ctx = NULL;
+  struct ibv_pd *pd = NULL;
+  struct ibv_mr *whole = NULL, *part = NULL;
+  void *buf = NULL;
+  if (!list) return neg_errno();
+  if (index >= (uint32_t)n) { rc = -ENODEV; goto out_list; }
+  if (!(ctx = ibv_open_device(list[index]))) { rc = neg_errno(); goto out_list; }
+  if (!(pd = ibv_alloc_pd(ctx))) { rc = neg_errno(); goto out_ctx; }
+  if ((rc = -posix_memalign(&buf, (size_t)page, 2 * (size_t)page))) goto out_pd;
+  if (!(whole = ibv_reg_mr(pd, buf, 2 * (size_t)page, 0))) { rc = neg_errno(); goto out_buf; }
+  if (!(part = ibv_reg_mr(pd, (uint8_t *)buf + 7, (size_t)page, IBV_ACCESS_REMOTE_READ))) { rc = neg_errno(); goto out_whole; }
+  rc = neg_verbs(ibv_dereg_mr(part));
+out_whole:
+  ibv_dereg_mr(whole);
+out_buf:
+  free(buf);
+out_pd:
+  ibv_dealloc_pd(pd);
 out_ctx:
   ibv_close_device(ctx);
 out_list:
@@ -355,15 +385,20 @@ int shim_conn_destroy(struct shim_conn *c) {
 
 /* ---- memory regions ------------------------------------------------------ */
 
-int shim_mr_create(struct shim_conn *c, uint32_t length, uint32_t access, struct shim_mr **out) {
-  int rc, flags = 0;
-  long page = sysconf(_SC_PAGESIZE);
-  struct shim_mr *m;
-  if (length == 0) return -EINVAL;
+static int access_flags(uint32_t access) {
+  int flags = 0;
   if (access & ~(SHIM_ACCESS_LOCAL_WRITE | SHIM_ACCESS_REMOTE_WRITE | SHIM_ACCESS_REMOTE_READ)) return -EINVAL;
   if (access & SHIM_ACCESS_LOCAL_WRITE) flags |= IBV_ACCESS_LOCAL_WRITE;
   if (access & SHIM_ACCESS_REMOTE_WRITE) flags |= IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
   if (access & SHIM_ACCESS_REMOTE_READ) flags |= IBV_ACCESS_REMOTE_READ;
+  return flags;
+}
+
+int shim_mr_create(struct shim_conn *c, uint32_t length, uint32_t access, struct shim_mr **out) {
+  int rc, flags = access_flags(access);
+  long page = sysconf(_SC_PAGESIZE);
+  struct shim_mr *m;
+  if (length == 0 || flags < 0) return -EINVAL;
   m = calloc(1, sizeof *m);
   if (!m) return -ENOMEM;
   size_t rounded = ((size_t)length + (size_t)page - 1) / (size_t)page * (size_t)page;
@@ -381,6 +416,27 @@ err_free:
   return rc;
 }
 
+int shim_mr_sub_create(struct shim_conn *c, struct shim_mr *parent, uint32_t off, uint32_t len, uint32_t access,
+                       struct shim_mr **out) {
+  int rc, flags = access_flags(access);
+  struct shim_mr *m;
+  if (len == 0 || flags < 0) return -EINVAL;
+  if ((uint64_t)off + len > parent->length) return -ERANGE;
+  m = calloc(1, sizeof *m);
+  if (!m) return -ENOMEM;
+  m->buf = (uint8_t *)parent->buf + off;
+  m->length = len;
+  m->borrowed = 1;
+  m->mr = ibv_reg_mr(c->pd, m->buf, len, flags);
+  if (!m->mr) {
+    rc = neg_errno();
+    free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
 int shim_mr_info(struct shim_mr *m, struct shim_mr_info *out) {
   out->addr = (uint64_t)(uintptr_t)m->buf;
   out->length = m->length;
@@ -392,7 +448,7 @@ int shim_mr_info(struct shim_mr *m, struct shim_mr_info *out) {
 int shim_mr_destroy(struct shim_mr *m) {
   int rc = neg_verbs(ibv_dereg_mr(m->mr));
   if (rc) return rc;
-  free(m->buf);
+  if (!m->borrowed) free(m->buf);
   free(m);
   return 0;
 }

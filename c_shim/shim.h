@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #ifndef SHIM_ABI_VERSION /* overridable only so tests can build a mismatching shim */
-#define SHIM_ABI_VERSION 1
+#define SHIM_ABI_VERSION 2
 #endif
 
 /* Access flags for shim_mr_create (same bits as IBV_ACCESS_*, restated so JS need not know verbs.h). */
@@ -138,6 +138,9 @@ int shim_wc_status_str(uint32_t status, char *buf, uint32_t len);
 /* devices */
 int shim_device_count(void);
 int shim_device_info(uint32_t index, struct shim_device_info *out);
+/* ABI 2: whether device `index` registers a byte range of a registered buffer again, on its own, with
+ * remote read (what per-transfer remote access needs): 0, or the -errno of the step that failed */
+int shim_device_range_probe(uint32_t index);
 
 /* connection manager */
 int shim_channel_create(struct shim_channel **out);
@@ -167,6 +170,11 @@ int shim_mr_create(struct shim_conn *c, uint32_t length, uint32_t access, struct
 int shim_mr_info(struct shim_mr *mr, struct shim_mr_info *out);
 /* deregisters, then frees; when ibv_dereg_mr fails nothing is freed (the device may still use the memory) */
 int shim_mr_destroy(struct shim_mr *mr);
+/* Registers exactly parent[off, off+len) again, on its own, with `access` (ABI 2): the key of the
+ * new region opens those bytes and no others, until shim_mr_destroy on it (which frees nothing of
+ * the parent's memory). Destroy it before the parent. */
+int shim_mr_sub_create(struct shim_conn *c, struct shim_mr *parent, uint32_t off, uint32_t len, uint32_t access,
+                       struct shim_mr **out);
 
 /* hot path */
 int shim_post_send(struct shim_conn *c, struct shim_mr *mr, uint32_t off, uint32_t len, uint32_t wr_id,

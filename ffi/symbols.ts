@@ -20,7 +20,7 @@ export interface SymbolSpec {
 }
 
 /** ABI version the loader requires (`SHIM_ABI_VERSION` in shim.h). */
-export const SHIM_ABI_VERSION = 1;
+export const SHIM_ABI_VERSION = 2;
 
 /** Record sizes the loader checks against `shim_record_sizes`. */
 export const RECORD_SIZES = {
@@ -63,6 +63,14 @@ export const symbols = {
     parameters: [
       "u32", // uint32_t index
       "buf", // struct shim_device_info *out
+    ],
+    result: "i32",
+  },
+
+  // ABI 2: 0 when a byte range of a registered buffer can be registered again with remote read, else -errno
+  shim_device_range_probe: {
+    parameters: [
+      "u32", // uint32_t index
     ],
     result: "i32",
   },
@@ -213,6 +221,18 @@ export const symbols = {
   shim_mr_destroy: {
     parameters: [
       "ptr", // struct shim_mr *mr
+    ],
+    result: "i32",
+  },
+  // ABI 2: exactly parent[off, off+len) registered on its own (a per-transfer remote key)
+  shim_mr_sub_create: {
+    parameters: [
+      "ptr", // struct shim_conn *c
+      "ptr", // struct shim_mr *parent
+      "u32", // uint32_t off
+      "u32", // uint32_t len
+      "u32", // uint32_t access (SHIM_ACCESS_*)
+      "buf", // struct shim_mr **out
     ],
     result: "i32",
   },

@@ -123,6 +123,12 @@ export type EngineAction =
   | { type: "deliver"; bytes: Uint8Array; release: ReleaseHandle; owned: boolean }
   /** Post receive buffer `bufferIndex` again. */
   | { type: "repost"; bufferIndex: number }
+  /**
+   * The peer is done with the zcopy source bytes at `sourceOffset` (RdmaRdCompl
+   * or SendSM arrived): close its access to them before the space is reused
+   * (links that scope remote access per transfer; others ignore it).
+   */
+  | { type: "withdraw"; sourceOffset: number }
   /** Send `id` has its return. */
   | { type: "resolve"; id: number }
   /** Send `id` failed. */
@@ -643,6 +649,7 @@ export class Engine {
         if (!m && this.#state === "closing") return; // answer to a transfer abandoned by close()
         if (!m) throw new ProtocolError(`SendSM received with no SrcAvail outstanding`);
         this.#outgoingZ = undefined;
+        this.#actions.push({ type: "withdraw", sourceOffset: m.sourceOffset! });
         this.#inflight.splice(this.#inflight.indexOf(m), 1);
         m.mode = "bcopy";
         m.zstate = undefined;
@@ -662,6 +669,7 @@ export class Engine {
           throw new ProtocolError(`RdmaRdCompl for ${b.len} bytes: the outstanding SrcAvail is ${m.bytes.length}`);
         }
         this.#outgoingZ = undefined;
+        this.#actions.push({ type: "withdraw", sourceOffset: m.sourceOffset! });
         m.done = true;
         this.#resolveReady();
         return;

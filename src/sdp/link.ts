@@ -122,7 +122,24 @@ export interface Link {
   postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void;
   /** Tears the link down (idempotent); `closed` follows once. */
   close(error?: Error): void;
+  /**
+   * How far the peer's RDMA READs reach into `source` (zcopy links):
+   * `"per-transfer region"`: only the bytes of the SrcAvail outstanding, from
+   * `advertise` until `withdraw`; `"whole arena"`: all of `source`, always.
+   */
+  readonly remoteAccess?: RemoteAccess;
+  /**
+   * Optional (per-transfer links): opens `source.bytes[offset, offset+length)`
+   * to the peer, and only those bytes, for one SrcAvail; returns the rkey the
+   * SrcAvail carries instead of `source.rkey`. Throws when it cannot.
+   */
+  advertise?(offset: number, length: number): number;
+  /** Optional: closes what `advertise(offset, …)` opened; from its return the peer's READs of it fail. */
+  withdraw?(offset: number): void;
 }
+
+/** See `Link.remoteAccess`. */
+export type RemoteAccess = "per-transfer region" | "whole arena";
 
 /** Sizes a socket asks of a link (the link may round them; it reports what it got in `capabilities`). */
 export interface LinkSizes {

@@ -8,8 +8,20 @@
  * | ------ | ------------ | --------------------------------- | ---------------------------- |
  * | recv   | local write  | recvBufferCount × recvBufferSize  | the posted receive ring      |
  * | send   | local only   | sendSlots × sendSlotSize          | frames being sent (bcopy)    |
- * | source | remote read  | maxMessageSize                    | zcopy messages the peer READs|
+ * | source | local only † | maxMessageSize                    | zcopy messages the peer READs|
  * | sink   | local write  | maxMessageSize                    | where our RDMA READs land    |
+ *
+ * † Remote access is scoped per transfer: each SrcAvail's bytes, and no
+ * others, are registered on their own with remote read (`advertise`, one
+ * ibv_reg_mr of exactly the message) and the SrcAvail carries that range's
+ * rkey; the range is deregistered (`withdraw`) when RdmaRdCompl or SendSM
+ * arrives, before the arena space can be reused, so the peer can read
+ * exactly the bytes advertised to it and only until the transfer ends.
+ * Where that registration cannot be made (probed at connect time with one
+ * byte), or with `SDP_RDMA_REMOTE_ACCESS=whole-arena`, the source is
+ * registered with remote read as a whole instead, for the connection's life
+ * (`remoteAccess: "whole arena"` in the link and in the socket's `stats()`).
+ * Why not memory windows: see src/verbs/remote_range.ts.
  *
  * Work-request tokens (30 bits, see verbs/connection.ts): receives carry the
  * buffer index; sends carry the slot; READs carry `READ_BIT | token`.
@@ -36,6 +48,7 @@ import {
   type MemoryRegion,
   type RdmaConnection,
   type RdmaListener,
+  type RemoteRange,
   WorkCompletionError,
 } from "../verbs/mod.ts";
 import {
@@ -49,6 +62,7 @@ import {
   linkCapabilities,
   type LinkSizes,
   type RegisteredRegion,
+  type RemoteAccess,
   resolveSizes,
 } from "./link.ts";
 
@@ -92,6 +106,9 @@ class RdmaLink implements Link {
   #closeReason: { error: Error | undefined } | undefined;
   readonly source: RegisteredRegion;
   readonly sink: RegisteredRegion;
+  readonly remoteAccess: RemoteAccess;
+  /** The source range open to the peer (per-transfer access), if any. */
+  #open: RemoteRange | undefined;
 
   constructor(conn: RdmaConnection, caps: LinkCapabilities) {
     this.#conn = conn;
@@ -107,9 +124,14 @@ class RdmaLink implements Link {
       this.#mr = {
         recv: reg(recvBufferCount * recvBufferSize, { localWrite: true }),
         send: reg(sendSlots * sendSlotSize, {}),
-        source: reg(maxMessageSize, { remoteRead: true }),
+        source: perTransferWanted() ? reg(maxMessageSize, {}) : reg(maxMessageSize, { remoteRead: true }),
         sink: reg(maxMessageSize, { localWrite: true }),
       };
+      if (!this.#mr.source.access.remoteRead && !canRegisterRanges(conn, this.#mr.source)) {
+        this.#mr.source.close();
+        regs.splice(regs.indexOf(this.#mr.source), 1);
+        this.#mr.source = reg(maxMessageSize, { remoteRead: true });
+      }
     } catch (e) {
       for (const mr of regs) mr.close();
       throw e;
@@ -117,6 +139,20 @@ class RdmaLink implements Link {
     this.#slots = carve(this.#mr.send.bytes, sendSlots, sendSlotSize);
     this.source = region(this.#mr.source);
     this.sink = region(this.#mr.sink);
+    this.remoteAccess = this.#mr.source.access.remoteRead ? "whole arena" : "per-transfer region";
+    if (this.remoteAccess === "per-transfer region") {
+      this.advertise = (offset, length) => {
+        this.#open?.close(); // one SrcAvail is outstanding at a time: never reached by the engine
+        this.#open = this.#conn.registerRange(this.#mr.source, offset, length, { remoteRead: true });
+        return this.#open.rkey;
+      };
+      this.withdraw = (offset) => {
+        if (this.#open?.offset !== offset) return;
+        const r = this.#open;
+        this.#open = undefined;
+        r.close();
+      };
+    }
     conn.onCompletion = (c) => (this.#events ? this.#dispatch(c) : this.#early.push(c));
     for (let i = 0; i < recvBufferCount; i++) this.repost(i);
     conn.onClosing = (err) => this.#finish(err);
@@ -125,6 +161,10 @@ class RdmaLink implements Link {
   get remoteAddress(): string {
     return this.#conn.remoteAddress;
   }
+
+  /** Per-transfer access only (see the header); absent on a whole-arena link. */
+  advertise?: (offset: number, length: number) => number;
+  withdraw?: (offset: number) => void;
 
   start(events: LinkEvents): void {
     if (this.#events) throw new Error("link already started");
@@ -266,6 +306,28 @@ class RdmaLinkListener implements LinkListener {
   close(): Promise<void> {
     for (const link of this.#accepting.close()) link.close();
     return this.#listener.close();
+  }
+}
+
+/** Per-transfer remote access unless `SDP_RDMA_REMOTE_ACCESS=whole-arena` (for comparisons and as an escape hatch). */
+function perTransferWanted(): boolean {
+  let v: string | undefined;
+  try {
+    v = process.env.SDP_RDMA_REMOTE_ACCESS;
+  } catch {
+    v = undefined; // Deno without --allow-env: the default
+  }
+  return v !== "whole-arena";
+}
+
+/** Whether a byte range of `mr` can be registered on its own (the per-transfer mechanism works here). */
+function canRegisterRanges(conn: RdmaConnection, mr: MemoryRegion): boolean {
+  try {
+    conn.registerRange(mr, 0, 1, { remoteRead: true }).close();
+    return true;
+  } catch (e) {
+    console.warn(`rdma: registering a byte range of the zcopy source on its own failed (${(e as Error).message}): the peer may READ the whole source arena for the connection's life`);
+    return false;
   }
 }
 

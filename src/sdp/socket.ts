@@ -40,7 +40,7 @@ import { Engine, type EngineAction, type ReleaseHandle } from "./engine.ts";
 import type { Link, LinkEvents } from "./link.ts";
 import { RingAllocator } from "./ring_allocator.ts";
 import type { MessageSocket, ReceivedMessage, SocketStats, TransportKind } from "./types.ts";
-import { encodeFrame, type Hello } from "./wire.ts";
+import { encodeFrame, type Hello, MID } from "./wire.ts";
 
 /** Per-socket protocol options (every transport). */
 export interface SocketOptions {
@@ -400,12 +400,26 @@ export class SdpSocket implements MessageSocket {
   #carryOut(a: EngineAction): void {
     switch (a.type) {
       case "post": {
-        const len = encodeFrame(this.#link.sendSlot(a.slot), a.frame, a.frame.body);
+        const body = a.frame.body;
+        if (body.mid === MID.SrcAvail && this.#link.advertise) {
+          // Per-transfer remote access: the SrcAvail carries a key to exactly its bytes.
+          try {
+            body.rkey = this.#link.advertise(Number(body.vaddr - this.#link.source!.addr), body.len);
+          } catch (e) {
+            this.#link.close(new Error(`opening ${body.len} source bytes to the peer for a zcopy transfer failed: ${(e as Error).message}`, { cause: e }));
+            return;
+          }
+        }
+        const len = encodeFrame(this.#link.sendSlot(a.slot), a.frame, body);
         this.#link.postSend(a.slot, len);
         return;
       }
       case "read":
         this.#link.postRead(a.token, a.sinkOffset, a.length, a.vaddr, a.rkey);
+        return;
+      case "withdraw":
+        // Before the resolve or the bcopy re-send that follow it: the space is not reused before this.
+        if (!this.#linkClosed) this.#link.withdraw?.(a.sourceOffset);
         return;
       case "repost":
         this.#link.repost(a.bufferIndex);
@@ -513,7 +527,8 @@ export class SdpSocket implements MessageSocket {
   }
 
   stats(): SocketStats {
-    return { ...this.#engine.stats };
+    const remoteAccess = this.#arena ? this.#link.remoteAccess : undefined;
+    return remoteAccess ? { ...this.#engine.stats, remoteAccess } : { ...this.#engine.stats };
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -36,6 +36,13 @@ export interface SocketStats {
   readFailures: number;
   /** Pure credit updates / acknowledgements sent (DATA without payload). */
   creditUpdates: number;
+  /**
+   * zcopy links: how far the peer's RDMA READs reach into our source arena:
+   * only the bytes of the message advertised, until its RdmaRdCompl or SendSM
+   * (`"per-transfer region"`), or the whole arena for the connection's life
+   * (`"whole arena"`: the fallback where per-transfer registration failed).
+   */
+  remoteAccess?: "per-transfer region" | "whole arena";
 }
 
 /**

@@ -24,6 +24,7 @@ import { AcceptQueue } from "../accept_queue.ts";
 import { RECORD_SIZES } from "../../ffi/mod.ts";
 import { ConnectionClosedError, RdmaError, unwrap, WorkCompletionError } from "./errors.ts";
 import { type Access, MemoryRegion } from "./memory.ts";
+import { RemoteRange } from "./remote_range.ts";
 import { cString, create, fromCString, type Handle } from "./native.ts";
 import { CM, CM_EVENT_NAMES, type CmEvent, Progress } from "./progress.ts";
 
@@ -101,6 +102,7 @@ export class RdmaConnection {
   readonly #id: Handle;
   #conn: Handle | undefined;
   readonly #regions = new Set<MemoryRegion>();
+  readonly #ranges = new Set<RemoteRange>();
   readonly #pending = new Map<number, Pending>();
   readonly #ring: DataView;
   readonly #ringCapacity: number;
@@ -169,6 +171,17 @@ export class RdmaConnection {
     const mr = new MemoryRegion(this.#shim, this.#live("registerMemory"), length, access, (m) => this.#regions.delete(m));
     this.#regions.add(mr);
     return mr;
+  }
+
+  /**
+   * Registers `mr[off, off+len)` again on its own with `access`: its `rkey`
+   * opens exactly those bytes until the range is closed (see remote_range.ts).
+   * Ranges still open at `close()` are closed before any region.
+   */
+  registerRange(mr: MemoryRegion, off: number, len: number, access: Access): RemoteRange {
+    const r = new RemoteRange(this.#shim, this.#live("registerRange"), mr, off, len, access, (x) => this.#ranges.delete(x));
+    this.#ranges.add(r);
+    return r;
   }
 
   // ---- caller-owned tokens: completions go to onCompletion ----------------
@@ -248,6 +261,13 @@ export class RdmaConnection {
     // registered and counted (registeredBytes), the shim frees all it can, and `closed`
     // still resolves. Failures are reported, not thrown into the event that closed us.
     const failures: unknown[] = [];
+    for (const r of [...this.#ranges]) {
+      try {
+        r.close();
+      } catch (e) {
+        failures.push(e);
+      }
+    }
     for (const mr of [...this.#regions]) {
       try {
         mr.close();

@@ -4,7 +4,7 @@
  * @module
  */
 import { loadShim, RECORD_SIZES } from "../../ffi/mod.ts";
-import { unwrap } from "./errors.ts";
+import { errnoName, unwrap } from "./errors.ts";
 import { fromCString } from "./native.ts";
 
 export type PortState = "down" | "init" | "armed" | "active" | "active_defer" | "nop";
@@ -72,6 +72,21 @@ export async function devices(): Promise<DeviceInfo[]> {
     });
   }
   return out;
+}
+
+/**
+ * How the rdma link scopes the peer's access to its zcopy source on device
+ * `index`: `"per-transfer region"` when a byte range of a registered buffer
+ * can be registered again on its own with remote read (each SrcAvail's bytes
+ * are, until RdmaRdCompl or SendSM: src/sdp/rdma_link.ts), else `"whole
+ * arena"` with the errno that said no. Each link probes again when it
+ * connects and reports what it got in `stats().remoteAccess`.
+ */
+export async function remoteAccessProbe(index: number): Promise<{ remoteAccess: "per-transfer region" | "whole arena"; reason?: string }> {
+  const shim = await loadShim();
+  const rc = shim.fn.shim_device_range_probe(index);
+  if (rc === 0) return { remoteAccess: "per-transfer region" };
+  return { remoteAccess: "whole arena", reason: `registering a byte range again with remote read failed: ${errnoName(rc)} (${-rc})` };
 }
 
 /** True when some device has an active port. */

@@ -4,10 +4,11 @@
  *
  * @module
  */
-export { devices, hasActiveDevice } from "./device.ts";
+export { devices, hasActiveDevice, remoteAccessProbe } from "./device.ts";
 export type { DeviceInfo, PortInfo, PortState } from "./device.ts";
 export { connect, ConnectionRequest, listen, OPCODE, RdmaConnection, RdmaListener } from "./connection.ts";
 export type { Completion, ConnectionOptions, ConnectOptions, ListenOptions } from "./connection.ts";
 export { MemoryRegion, registeredBytes } from "./memory.ts";
+export { RemoteRange } from "./remote_range.ts";
 export type { Access } from "./memory.ts";
 export { ConnectionClosedError, errnoName, RdmaError, WC_STATUS_NAMES, WorkCompletionError } from "./errors.ts";
