@@ -234,14 +234,15 @@ async function perfBw(
   size: number,
   probe = false,
 ): Promise<
-  { size: number; command: string; probeIterations?: number; iterations: number; MBps: number; peakMBps: number }
+  { size: number; command: string; probeIterations?: number; probeMBps?: number; iterations: number; MBps: number; peakMBps: number }
 > {
-  let iters = TARGET, probeIterations: number | undefined;
+  let iters = TARGET, probeIterations: number | undefined, probeMBps: number | undefined;
   if (probe) {
     probeIterations = 40;
     const p = await perftest("ib_read_bw", size, probeIterations);
     const MBps = (p("BW_average") * 1048576) / 1e6;
     iters = itersFor(Number.isFinite(MBps) && MBps > 0 ? size / MBps : p("wall") / probeIterations, 10 * WINDOW);
+    probeMBps = round(MBps);
     progress(`ib_read_bw ${fmtBytes(size)}: probe ${round(MBps)} MB/s: ${iters} iterations`);
   }
   // #bytes #iterations BW_peak BW_average MsgRate  (MB/sec = 2^20 bytes/s)
@@ -256,6 +257,7 @@ async function perfBw(
     size,
     command: `ib_read_bw -d ${DEV} -R -F -s ${size} -n ${iters} ${HOST}`,
     probeIterations,
+    probeMBps,
     iterations: iters,
     MBps,
     peakMBps: round((col("BW_peak") * 1048576) / 1e6),

@@ -229,6 +229,49 @@ function redisKillSection(r: Json): Section | undefined {
   };
 }
 
+/** A few sentences computed from the results (no figure typed by hand), for both READMEs. */
+export function summary(guest: Json, redis: Json): string {
+  const out: string[] = [];
+  const perf = guest?.perftest, t = guest?.transport;
+  if (perf && t) {
+    const sl = (perf.sendLat ?? []).filter((r: Json) => Number.isFinite(r.us));
+    const poll = sl.find((r: Json) => r.completion === "poll"), ev = sl.find((r: Json) => r.completion === "events");
+    const b64 = lat(t.latency, 64, "bcopy"), z64k = lat(t.latency, 65536, "zcopy"), rl64k = perf.readLat?.find((r: Json) => r.size === 65536);
+    const best = bestSendLat(perf, 64);
+    out.push(`- RDMA, guest (QEMU TCG, ${guest.meta?.date?.slice(0, 10) ?? "?"}): perftest alone gave \`ib_send_lat\` 64 B ${poll?.us ?? "–"} µs busy-polling and ${ev?.us ?? "–"} µs with CQ events (${poll?.iterations ?? "–"} iterations); our bcopy 64 B half round trip is ${b64?.halfRttUs ?? "–"} µs p50 (${b64?.n ?? "–"} samples, p99 ${b64?.halfRttP99Us ?? "–"} µs): ${ratio(b64?.halfRttUs, best)} of \`ib_send_lat\`. zcopy 64 KiB send→return is ${z64k?.sendReturnUs ?? "–"} µs against \`ib_read_lat\` ${rl64k?.us ?? "–"} µs: ${ratio(z64k?.sendReturnUs, rl64k?.us)}.`);
+    const bw = (s: number) => perf.readBw?.find((r: Json) => r.size === s);
+    const parts = [262144, 1 << 20, 4 << 20].map((s) => {
+      const z = lat(t.throughput, s, "zcopy"), p = bw(s);
+      const ok = p && p.MBps > 0;
+      return `${fmtBytes(s)} ${z?.MBps ?? "–"} MB/s (${z?.messages ?? "–"} messages) against ${ok ? `${p.MBps} MB/s: ${ratio(z?.MBps, p.MBps)}` : "no valid `ib_read_bw` figure (it printed 0)"}`;
+    });
+    out.push(`- zcopy throughput, 16 in flight: ${parts.join("; ")}.`);
+    const cut = (t.latency as Json[]).filter((r) => r.n < (guest.meta?.settings?.targetIterations ?? 1000)).map((r) => `${fmtBytes(r.size)} ${r.mode} ${r.n}`);
+    const pcut = [...(perf.readLat ?? []), ...(perf.readBw ?? [])].filter((r: Json) => r.iterations < (guest.meta?.settings?.targetIterations ?? 1000)).map((r: Json) => `${r.command?.split(" ")[0]} ${fmtBytes(r.size)} ${r.iterations}`);
+    out.push(`- Samples: ${cut.length ? `fewer than ${guest.meta?.settings?.targetIterations ?? 1000} where ${guest.meta?.settings?.budgetMsPerMeasurement / 1000} s did not allow more (ours: ${cut.join(", ")}${pcut.length ? `; perftest: ${pcut.join(", ")}` : ""})` : "every size and path got the full count"}; everything else ${guest.meta?.settings?.targetIterations ?? 1000}.`);
+    const th = guest.threshold;
+    if (th) out.push(`- zcopy threshold by the rule stated before the run: proposed ${th.proposed ? fmtBytes(th.proposed) : "none"} (throughput crossover ${th.throughputCrossover ? fmtBytes(th.throughputCrossover) : "none"}, send→return latency crossover ${th.latencyCrossover ? fmtBytes(th.latencyCrossover) : "none"}).`);
+  }
+  if (redis?.speed?.length) {
+    const get = (rt: string, setup: string, c: number) => redis.speed.find((x: Json) => x.runtime === rt && x.setup === setup && x.concurrency === c);
+    for (const rt of ["bun", "deno"]) {
+      const cs: number[] = redis.concurrencies ?? [];
+      const bits = cs.map((c) => {
+        const base = get(rt, "redis", c);
+        return `${c} user${c === 1 ? "" : "s"}: p50 ${["none", "transport", "applied"].map((m) => `${m} ${ratio(get(rt, m, c)?.p50Ms, base?.p50Ms)}`).join(", ")}, req/s ${["none", "transport", "applied"].map((m) => `${m} ${ratio(get(rt, m, c)?.rps, base?.rps)}`).join(", ")}`;
+      });
+      out.push(`- Redis vs withSessions, ${rt === "bun" ? "Bun" : "Deno"} servers (host, ${redis.meta?.date?.slice(0, 10) ?? "?"}), ours as a multiple of Redis: ${bits.join("; ")}.`);
+    }
+  }
+  if (redis?.kill?.length) {
+    const k = redis.kill as Json[];
+    const r = k.filter((x) => x.setup === "redis"), o = k.filter((x) => x.setup !== "redis");
+    const sum = (xs: Json[], f: (x: Json) => number) => xs.reduce((a, x) => a + (f(x) ?? 0), 0);
+    out.push(`- Killing a server: with redis-server killed, ${sum(r, (x) => x.sessionsUnavailable)} of ${sum(r, (x) => x.sessions)} sessions were unreadable while it was down and, after its restart, ${sum(r, (x) => x.afterRestart?.acknowledgedLost)} of ${sum(r, (x) => x.acknowledged)} acknowledged updates were gone; with one of three withSessions servers killed, ${sum(o, (x) => x.acknowledgedLost)} of ${sum(o, (x) => x.acknowledged)} acknowledged updates were lost (${o.length} runs: Bun and Deno, ack none/transport/applied).`);
+  }
+  return out.join("\n");
+}
+
 /** Where each result came from: commit, versions, settings, load. */
 function runsSection(host: Json, guest: Json, redis: Json): Section | undefined {
   const rows: Cell[][] = [];
@@ -290,10 +333,12 @@ export function render(host: Json, guest: Json, redis?: Json): { text: string; m
   add(idleSection(host, guest));
   const text = sections.map((s) => textTable(s.title, s.head, s.rows) + (s.note ? `\n${s.note}` : "")).join("\n");
   const md = (s: Section) => `#### ${s.title}\n\n${markdownTable(s.head, s.rows)}${s.note ? `\n\n${s.note}` : ""}`;
-  const markdown = sections.map(md).join("\n\n");
+  const sumText = summary(guest, redis);
+  const markdown = (sumText ? `#### Summary (computed from the results)\n\n${sumText}\n\n` : "") + sections.map(md).join("\n\n");
   // README.md's Benchmarks section: the runs, the targets, Redis against ours, the kill test.
   const headline = [runsSection(host, guest, redis), targetsSection(host, guest), ...redisSpeedSections(redis), redisKillSection(redis)]
     .filter((s): s is Section => s !== undefined).map((s) => ({ ...s, title: s.title.replace(/^#+ /, "") }));
-  const readme = headline.map(md).join("\n\n");
+  const sum = summary(guest, redis);
+  const readme = (sum ? `#### Summary (computed from the results)\n\n${sum}\n\n` : "") + headline.map(md).join("\n\n");
   return { text, markdown, svg: chart(guest, redis), readme };
 }
