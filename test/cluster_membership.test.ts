@@ -51,6 +51,7 @@ test("membership: a voter says dead only after leaseMs + margin of silence, and 
   const b = nodes.get("b")!;
   clock.t = 5000;
   ping("a", "b");
+  ping("a", "c");
   const inc = nodes.get("a")!.incarnation;
   clock.t = 5000 + LEASE + MARGIN;
   ping("b", "c"); // b holds a lease (from c): it may vote
@@ -65,6 +66,16 @@ test("membership: a voter says dead only after leaseMs + margin of silence, and 
   assert.equal(nodes.get("c")!.vote("a", inc), true);
   assert.deepEqual(ping("a", "c"), { evicted: true });
   assert.equal(b.stats().votesGiven, 1);
+});
+
+test("membership: an incarnation a voter never heard of gets a no (it may be new and on its way)", () => {
+  const clock = { t: 0 };
+  const { nodes, ping } = cluster(["a", "b", "c"], clock);
+  ping("b", "c");
+  clock.t = 10 * LEASE;
+  ping("b", "c");
+  assert.equal(nodes.get("b")!.vote("a", "a-unheard-of"), false);
+  assert.equal(nodes.get("b")!.isDead("a", "a-unheard-of"), false);
 });
 
 test("membership: a server without a lease of its own (paused, cut off) does not vote", () => {

@@ -91,11 +91,10 @@ export class Membership {
   readonly marginMs: number;
   readonly now: () => number;
   #incarnation: string;
-  #started: number;
   /** Leases we hold: peer → expiry (our clock). */
   #leaseUntil = new Map<string, number>();
   /** Grants we gave: peer → incarnation and time of the last grant (our clock). */
-  #granted = new Map<string, { incarnation: string; at: number }>();
+  #heard = new Map<string, { incarnation: string; at: number }>();
   /** The incarnation each peer last showed us. */
   #known = new Map<string, string>();
   /** Dead incarnations per peer (voted dead here, certified, announced, or replaced). */
@@ -117,7 +116,6 @@ export class Membership {
     this.marginMs = options.marginMs;
     this.now = options.now ?? (() => performance.now());
     this.#incarnation = options.incarnation ?? newIncarnation();
-    this.#started = this.now();
   }
 
   /**
@@ -170,7 +168,7 @@ export class Membership {
       return { answer: { ok: false, evicted: true, certified: this.#certified.has(`${peer}/${incarnation}`) } };
     }
     const replaced = this.#noteIncarnation(peer, incarnation);
-    this.#granted.set(peer, { incarnation, at: this.now() });
+    this.#heard.set(peer, { incarnation, at: this.now() });
     return { answer: { ok: true, incarnation: this.#incarnation }, replaced };
   }
 
@@ -190,6 +188,7 @@ export class Membership {
     this.#refusedBy.delete(peer);
     const replaced = this.#noteIncarnation(peer, answer.incarnation);
     if (this.isDead(peer, answer.incarnation)) return { evicted: false, replaced };
+    this.#heard.set(peer, { incarnation: answer.incarnation, at: this.now() });
     const until = sentAt + this.leaseMs;
     if (until > (this.#leaseUntil.get(peer) ?? -Infinity)) this.#leaseUntil.set(peer, until);
     return { evicted: false, replaced };
@@ -209,16 +208,19 @@ export class Membership {
   }
 
   /**
-   * Asked whether `peer`'s `incarnation` is dead: yes if we have not granted
-   * it anything for `leaseMs + marginMs`; a yes is final (it is marked dead).
+   * Asked whether `peer`'s `incarnation` is dead: yes if we have heard
+   * nothing from it (no ping we granted, no answer to ours) for `leaseMs +
+   * marginMs`; a yes is final (it is marked dead). An incarnation we never
+   * heard of gets a no: it may be new and on its way (voting it dead would be
+   * safe, since we never granted it anything, but would evict a live server).
    */
   vote(peer: string, incarnation: string, now: number = this.now()): boolean {
     if (peer === this.self) return false;
     if (this.isDead(peer, incarnation)) return true;
     if (!this.holdsLease(now)) return false;
-    const g = this.#granted.get(peer);
-    const last = g !== undefined && g.incarnation === incarnation ? g.at : this.#started;
-    if (now - last <= this.leaseMs + this.marginMs) return false;
+    const h = this.#heard.get(peer);
+    if (h === undefined || h.incarnation !== incarnation) return false;
+    if (now - h.at <= this.leaseMs + this.marginMs) return false;
     this.#counts.votesGiven++;
     this.markDead(peer, incarnation, false);
     return true;
@@ -228,9 +230,8 @@ export class Membership {
   reincarnate(incarnation: string = newIncarnation()): void {
     this.#incarnation = incarnation;
     this.#leaseUntil.clear();
-    this.#granted.clear();
+    this.#heard.clear();
     this.#refusedBy.clear();
-    this.#started = this.now();
     this.#counts.reincarnations++;
   }
 
