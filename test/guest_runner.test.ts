@@ -167,7 +167,7 @@ test("guest test files skip without a device on the host, and fail without one i
   assert.match(String(r.stdout) + String(r.stderr), /RDMA_IN_GUEST=1 but no ACTIVE RDMA port/);
 });
 
-test(".ci/run's phase caps fit its 45-minute budget, and test.sh's own caps fit the npm test cap", () => {
+test(".ci/run's phase caps fit inside CI's 90-minute limit, and test.sh's own caps fit the npm test cap", () => {
   const minutes = (v: string) => {
     const m = v.match(/^(\d+(?:\.\d+)?)([smh]?)$/);
     assert.ok(m, `a timeout(1) duration: ${v}`);
@@ -180,7 +180,7 @@ test(".ci/run's phase caps fit its 45-minute budget, and test.sh's own caps fit 
   const doctor = ci.match(/timeout -k 5 (\S+) bun scripts\/doctor\.ts/);
   assert.ok(doctor, "the doctor phase is capped");
   const total = Object.values(caps).reduce((a, b) => a + b, 0) + minutes(doctor[1]);
-  assert.ok(total <= 45, `the caps sum to ${total} min`);
+  assert.ok(total <= 85, `the caps sum to ${total} min`);
   const sh = readFileSync(join(ROOT, "scripts", "test.sh"), "utf8");
   const host = minutes(sh.match(/RDMA_TEST_RUN_TIMEOUT:-([^}]+)\}/)![1]);
   const guest = minutes(sh.match(/RDMA_GUEST_TIMEOUT=\$\{RDMA_GUEST_TIMEOUT:-([^}]+)\}/)![1]);
