@@ -143,3 +143,18 @@ test("membership safety: whenever a certificate for a server exists, that server
     { numRuns: 300, seed: 20261202 },
   );
 });
+
+test("membership: dead incarnations are remembered per peer up to a bound (a peer naming made-up ones cannot grow it), the current one never forgotten", () => {
+  const clock = { t: 0 };
+  const { nodes, ping } = cluster(["a", "b", "c"], clock);
+  ping("a", "b");
+  const b = nodes.get("b")!;
+  const real = nodes.get("a")!.incarnation;
+  for (let i = 0; i < 1000; i++) b.markDead("a", `made-up-${i}`);
+  assert.equal(b.isDead("a", "made-up-999"), true, "the newest are kept");
+  assert.equal(b.isDead("a", "made-up-0"), false, "the oldest were forgotten");
+  assert.equal(b.isDead("a", real), false, "the live incarnation is untouched");
+  b.markDead("a", real);
+  for (let i = 1000; i < 1200; i++) b.markDead("a", `made-up-${i}`);
+  assert.equal(b.isDead("a", real), true, "the current incarnation, once dead, stays dead");
+});

@@ -77,6 +77,9 @@ export interface MembershipStats {
   votesGiven: number;
 }
 
+/** Dead incarnations remembered per peer. */
+const MAX_DEAD_PER_PEER = 64;
+
 /** A random incarnation id (64 bits, hex). */
 export function newIncarnation(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
@@ -155,6 +158,14 @@ export class Membership {
     if (set.has(incarnation)) return false;
     set.add(incarnation);
     this.#counts.deadIncarnations++;
+    // Bounded: the oldest dead incarnations of a peer are forgotten (they are long gone: every
+    // restart replaces one), so a peer naming made-up incarnations cannot grow this without end.
+    for (const old of set) {
+      if (set.size <= MAX_DEAD_PER_PEER) break;
+      if (old === this.#known.get(peer)) continue;
+      set.delete(old);
+      this.#certified.delete(`${peer}/${old}`);
+    }
     if (this.#known.get(peer) === incarnation) this.#leaseUntil.delete(peer);
     return true;
   }

@@ -307,13 +307,13 @@ export class ClusterNode {
       ...options.methods,
       [PING_METHOD]: (args, ctx) => this.#answerPing(args, ctx.endpoint),
       [SUSPECT_METHOD]: (args) => {
-        const { peer, incarnation } = checkIncarnationArgs(args, SUSPECT_METHOD);
+        const { peer, incarnation } = checkIncarnationArgs(args, SUSPECT_METHOD, this.peers);
         const yes = this.membership.vote(peer, incarnation);
         if (yes) this.#drain(peer, incarnation);
         return yes;
       },
       [DEAD_METHOD]: (args) => {
-        const { peer, incarnation } = checkIncarnationArgs(args, DEAD_METHOD);
+        const { peer, incarnation } = checkIncarnationArgs(args, DEAD_METHOD, this.peers);
         if (peer === this.self) return false;
         this.counts.deathNotices++;
         this.#declareDead(peer, incarnation);
@@ -577,15 +577,14 @@ export class ClusterNode {
 
   /** Closes the inbound endpoints of `peer`'s dead `incarnation` (and untagged ones); resolves when all are drained. */
   #drain(peer: string, incarnation: string): Promise<void> {
-    const endpoints = [...(this.#inbound.get(peer) ?? [])].filter((e) => {
-      const tag = this.#tags.get(e);
-      return tag === undefined || tag === incarnation;
-    });
+    // Only sockets that showed this incarnation can have carried anything it sent (replicas are
+    // applied only from tagged sockets); a socket that has not pinged yet is left alone.
+    const endpoints = [...(this.#inbound.get(peer) ?? [])].filter((e) => this.#tags.get(e) === incarnation);
     for (const e of endpoints) {
       this.#draining.add(e);
       void e.close().catch(() => {});
     }
-    this.#links.get(peer)?.reset();
+    if (this.membership.known(peer) === incarnation) this.#links.get(peer)?.reset();
     return Promise.all(endpoints.map((e) => e.closed)).then(() => {});
   }
 
@@ -674,10 +673,15 @@ function checkPingAnswer(value: unknown): PingAnswer {
   throw new Error(`ping answer must be {ok, incarnation} or {ok: false, evicted}: got ${JSON.stringify(value)}`);
 }
 
-function checkIncarnationArgs(args: unknown, method: string): { peer: string; incarnation: string } {
+function checkIncarnationArgs(
+  args: unknown,
+  method: string,
+  peers: ReadonlyMap<string, unknown>,
+): { peer: string; incarnation: string } {
   const a = args as { peer?: unknown; incarnation?: unknown } | null;
-  if (typeof a?.peer !== "string" || typeof a.incarnation !== "string") {
-    throw new Error(`${method} needs {peer, incarnation}: got ${JSON.stringify(args)}`);
+  if (typeof a?.peer !== "string" || typeof a.incarnation !== "string" || a.incarnation.length === 0 || a.incarnation.length > 64) {
+    throw new Error(`${method} needs {peer, incarnation (1..64 characters)}: got ${JSON.stringify(args)?.slice(0, 200)}`);
   }
+  if (!peers.has(a.peer)) throw new Error(`${method}: '${a.peer.slice(0, 64)}' is not a peer of this cluster`);
   return { peer: a.peer, incarnation: a.incarnation };
 }
