@@ -8,11 +8,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolvePeers } from "../src/cluster/dns_peers.ts";
 import { startSessionCluster } from "../src/cluster/start.ts";
+import { freePort, until } from "./fixtures/wait.ts";
 import type { SessionCluster } from "../src/cluster/session_cluster.ts";
 
 const DNSMASQ = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].find((p) => existsSync(p)) ?? "dnsmasq";
@@ -73,23 +73,7 @@ class Dns {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-async function until(check: () => boolean, what: string, ms = 10_000) {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test("dns peers: SRV targets become peers named by their first label, sorted whatever the record order; A records need a port", async () => {
   const dns = new Dns(await freePort());
@@ -143,7 +127,7 @@ test("dns membership: servers find each other in DNS; one that appears later joi
     await dns.serve([{ id: "c", port: pc }, { id: "a", port: pa }, { id: "b", port: pb }]);
     await cStarted;
     const c = nodes.get("c")!;
-    await until(() => a.node.isAlive("c") && nodes.get("b")!.node.isAlive("c") && c.node.isAlive("a"), "c joined");
+    await until(() => a.node.isAlive("c") && nodes.get("b")!.node.isAlive("c") && c.node.isAlive("a"), "c joined", 10_000);
     assert.deepEqual([...a.node.peers.keys()], ["a", "b", "c"]);
     assert.equal(a.store.get(s.id)!.secondary, "b", "existing sessions stay where they are");
     const fresh = Array.from({ length: 30 }, () => a.create());
@@ -153,8 +137,8 @@ test("dns membership: servers find each other in DNS; one that appears later joi
     await dns.serve([{ id: "a", port: pa }, { id: "c", port: pc }]);
     await nodes.get("b")!.close();
     nodes.delete("b");
-    await until(() => !a.node.peers.has("b"), "b dropped from a's peer list");
-    await until(() => a.store.get(s.id)!.secondary === "c" && c.store.get(s.id)?.attributes.n === 1, "the session re-protected on c");
+    await until(() => !a.node.peers.has("b"), "b dropped from a's peer list", 10_000);
+    await until(() => a.store.get(s.id)!.secondary === "c" && c.store.get(s.id)?.attributes.n === 1, "the session re-protected on c", 10_000);
     assert.equal(await a.commit(s.id, { n: 2 }, [], { ack: "applied" }), "applied", "a still holds its lease (a and c)");
   } finally {
     await Promise.all([...nodes.values()].map((n) => n.close()));

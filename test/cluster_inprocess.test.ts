@@ -6,6 +6,7 @@ import type { PeerConfig } from "../src/cluster/peers.ts";
 import { connect, listen } from "../src/sdp/mod.ts";
 import type { MessageListener } from "../src/sdp/types.ts";
 import type { SnapshotUpdate } from "../src/session/types.ts";
+import { until } from "./fixtures/wait.ts";
 
 /** In-process listeners (loopback transport) for `ids`, and the peer list naming them. */
 async function loopbackPeers(ids: string[]): Promise<{ listeners: Map<string, MessageListener>; peers: PeerConfig[] }> {
@@ -49,13 +50,6 @@ async function startCluster(ids: string[], extra: Partial<SessionClusterOptions>
   return { nodes, log, peers, close: () => Promise.all([...nodes.values()].map((n) => n.close())) };
 }
 
-async function until(check: () => boolean, what: string, ms = 5000) {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test("cluster replicates a committed change to the rendezvous-chosen secondary", async () => {
   const c = await startCluster(["a", "b", "c"]);

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { connect, listen } from "../src/sdp/mod.ts";
 import type { TlsConfig } from "../src/tcp/tls.ts";
 import { startSessionCluster } from "../src/cluster/start.ts";
+import { freePort } from "./fixtures/wait.ts";
 
 /** A CA and a certificate it signed for 127.0.0.1 (server and client use), as files. */
 function makePki(dir: string, name: string): TlsConfig {
@@ -157,12 +158,3 @@ test("tcp tls: a cluster of three servers replicates over tls (the cluster secre
   }
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}

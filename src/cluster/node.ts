@@ -307,13 +307,13 @@ export class ClusterNode {
       ...options.methods,
       [PING_METHOD]: (args, ctx) => this.#answerPing(args, ctx.endpoint),
       [SUSPECT_METHOD]: (args) => {
-        const { peer, incarnation } = checkIncarnationArgs(args, SUSPECT_METHOD, this.peers);
+        const { peer, incarnation } = checkIncarnationArgs(args, SUSPECT_METHOD, this.membership.servers);
         const yes = this.membership.vote(peer, incarnation);
         if (yes) this.#drain(peer, incarnation);
         return yes;
       },
       [DEAD_METHOD]: (args) => {
-        const { peer, incarnation } = checkIncarnationArgs(args, DEAD_METHOD, this.peers);
+        const { peer, incarnation } = checkIncarnationArgs(args, DEAD_METHOD, this.membership.servers);
         if (peer === this.self) return false;
         this.counts.deathNotices++;
         this.#declareDead(peer, incarnation);
@@ -676,12 +676,13 @@ function checkPingAnswer(value: unknown): PingAnswer {
 function checkIncarnationArgs(
   args: unknown,
   method: string,
-  peers: ReadonlyMap<string, unknown>,
+  /** Every server that counts toward the majority (one that left the peer list still does). */
+  servers: readonly string[],
 ): { peer: string; incarnation: string } {
   const a = args as { peer?: unknown; incarnation?: unknown } | null;
   if (typeof a?.peer !== "string" || typeof a.incarnation !== "string" || a.incarnation.length === 0 || a.incarnation.length > 64) {
     throw new Error(`${method} needs {peer, incarnation (1..64 characters)}: got ${JSON.stringify(args)?.slice(0, 200)}`);
   }
-  if (!peers.has(a.peer)) throw new Error(`${method}: '${a.peer.slice(0, 64)}' is not a peer of this cluster`);
+  if (!servers.includes(a.peer)) throw new Error(`${method}: '${a.peer.slice(0, 64)}' is not a server of this cluster`);
   return { peer: a.peer, incarnation: a.incarnation };
 }

@@ -139,27 +139,7 @@ export interface SessionClusterStats {
   replication: ReplicatorStats;
   node: ClusterNodeStats;
   rmi: RmiStats;
-  failover: {
-    /** Replicas promoted here because their primary was certified dead. */
-    promoted: number;
-    /** Sessions handed over to this server by a live primary (or a rebound replica). */
-    migrated: number;
-    /** Sessions named by a cookie that every holder said it does not have. */
-    lost: number;
-    /** Snapshots sent to a new secondary after the old one was certified dead (or when one became available). */
-    rereplicated: number;
-    resyncs: number;
-    /** Sessions this server stepped down from because a replica knew a newer primary. */
-    fenced: number;
-    /** Acknowledgements withheld because this server did not hold a majority lease at that moment. */
-    leaseWithheld: number;
-    /** Requests answered "unavailable" (no lease, a holder unreachable, a handover in progress). */
-    unavailable: number;
-    /** Sessions dropped because this server was declared dead and started a new incarnation. */
-    discarded: number;
-    /** Cookies whose MAC did not match (edited or made up): a fresh session, nothing looked up. */
-    badCookies: number;
-  };
+  failover: FailoverCounts;
 }
 
 /** Per-call replication options of the request path. */
