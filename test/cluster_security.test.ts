@@ -13,7 +13,7 @@ import { encodeCall } from "../src/rmi/frame.ts";
 import { jsonCodec } from "../src/rmi/codec.ts";
 import { connect } from "../src/sdp/mod.ts";
 
-import { HOST, SLOW, START_TIMEOUT_MS, TRANSPORT } from "./fixtures/cluster_env.ts";
+import { HOST, SLOW, START_TIMEOUT_MS, TRANSPORT, failoverBoundMs } from "./fixtures/cluster_env.ts";
 
 const SECRET = "security-test-secret-0123456789";
 
@@ -111,8 +111,10 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
     // The primary dies; the session comes from the secondary: alice's, never the forgery.
     cluster.signal("a", "SIGKILL");
     cluster.servers.get("a")!.alive = false;
+    // 503 until the secondary has promoted it: at most a failover (bound from the timeouts).
     let after;
-    for (let i = 0; i < 20; i++) {
+    const deadline = Date.now() + failoverBoundMs();
+    while (Date.now() < deadline) {
       const r = await fetch(`${secondary.url}/cart`, { headers: { cookie: cookie! } });
       if (r.status !== 503) {
         after = await r.json();
@@ -121,6 +123,7 @@ test(`cluster over ${TRANSPORT} rejects intruders (no secret, no handshake, garb
       await r.body?.cancel();
       await new Promise((res) => setTimeout(res, 200));
     }
+    assert.ok(after !== undefined, `the secondary served the session within ${failoverBoundMs()} ms of the kill`);
     assert.deepEqual([after.user, after.cart], ["alice", { pen: 2, ink: 2 }]);
   } catch (error) {
     for (const s of cluster.servers.values()) console.error(`--- server ${s.id} log\n${s.log.join("\n")}`);
