@@ -1,7 +1,7 @@
 /*
  * shim.h - the thinnest C layer over librdmacm + libibverbs for Bun and Deno FFI.
  *
- * Rules (DESIGN.md §2):
+ * Rules (docs/ARCHITECTURE.md lists the layers above):
  *  1. Only opaque handles cross the FFI boundary; no rdma-core struct does.
  *     The shim defines its own fixed-width records below, with _Static_assert
  *     on their sizes, and an ABI version the loader checks.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a command inside a QEMU guest that has real Soft-RoCE (DESIGN.md §6).
+# Runs a command inside a QEMU guest that has real Soft-RoCE (see scripts/README.md).
 #
 #   bash scripts/guest.sh <command…>     (or: npm run guest -- <command…>)
 #   bash scripts/guest.sh --prepare      install and cache everything, boot nothing

@@ -2,7 +2,8 @@
  * The RDMA link: the `Link` of `link.ts` over one rdma_cm reliable connection.
  *
  * Registered at connect/accept time, before the peer can send, and never on
- * the data path (DESIGN.md §3: SDP's mistake of registering per send avoided):
+ * the data path except for the one range each zcopy transfer exposes (below;
+ * SDP registered whole send buffers on every send):
  *
  * | region | access       | size                              | job                          |
  * | ------ | ------------ | --------------------------------- | ---------------------------- |

@@ -1,5 +1,5 @@
 /**
- * The socket contract shared by every transport (DESIGN.md §4).
+ * The socket contract shared by every transport (docs/ARCHITECTURE.md, docs/PROTOCOL.md §4).
  *
  * A socket carries whole messages (not a byte stream), in order, in both
  * directions. `send` resolves with the *return*: the moment the transport

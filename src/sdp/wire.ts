@@ -1,5 +1,5 @@
 /**
- * The wire codec: SDP's base header (BSDH) and the bodies of DESIGN.md §3.
+ * The wire codec: SDP's base header (BSDH) and the bodies (docs/PROTOCOL.md §1-2).
  *
  * Every frame starts with the 16-byte base header, all integers big-endian:
  *
