@@ -296,13 +296,13 @@ if (verbs && typeof verbs.devices === "function") {
     // Remote access to the zcopy source (issue 9): per transfer where the device allows it.
     const probe = verbs.remoteAccessProbe as ((i: number) => Promise<{ remoteAccess: string; reason?: string }>) | undefined;
     if (devs.length === 0) {
-      report("info", "zcopy remote access: no device to probe; on RDMA with SDP_RDMA_REMOTE_ACCESS=per-transfer (opt-in for now) each SrcAvail's bytes alone are opened to the peer until RdmaRdCompl (\"per-transfer region\"), or the whole source arena where the device cannot (\"whole arena\"); stats().remoteAccess says which");
+      report("info", "zcopy remote access: no device to probe; on RDMA each SrcAvail's bytes alone are opened to the peer until RdmaRdCompl (\"per-transfer region\"), or the whole source arena where the device cannot (\"whole arena\"); stats().remoteAccess says which");
     }
     for (let i = 0; probe && i < devs.length; i++) {
       const name = (devs[i] as { name?: string }).name ?? `device ${i}`;
       const r = await probe(i);
       if (r.remoteAccess === "per-transfer region") {
-        report("ok", `${name}: zcopy remote access can be scoped per transfer (opt-in for now: SDP_RDMA_REMOTE_ACCESS=per-transfer; without it the whole source arena is readable by the peer): the peer can READ exactly the bytes of each SrcAvail, until RdmaRdCompl or SendSM (one ibv_reg_mr/ibv_dereg_mr of the message per transfer)`);
+        report("ok", `${name}: zcopy remote access per transfer: the peer can READ exactly the bytes of each SrcAvail, until RdmaRdCompl or SendSM (one ibv_reg_mr/ibv_dereg_mr of the message per transfer)`);
       } else {
         report("warn", `${name}: zcopy remote access falls back to the whole source arena (maxMessageSize bytes, readable by the peer for the connection's life): ${r.reason}`, [
           "stats().remoteAccess reports \"whole arena\" on such links; check `ulimit -l` (every transfer registers its bytes) and the provider's ibv_reg_mr support",

@@ -19,8 +19,7 @@
  * arrives, before the arena space can be reused, so the peer can read
  * exactly the bytes advertised to it and only until the transfer ends.
  * Where that registration cannot be made (probed at connect time with one
- * byte), or without `SDP_RDMA_REMOTE_ACCESS=per-transfer` (the mechanism is
- * opt-in until verified on Soft-RoCE: see `perTransferWanted`), the source is
+ * byte), or with `SDP_RDMA_REMOTE_ACCESS=whole-arena`, the source is
  * registered with remote read as a whole instead, for the connection's life
  * (`remoteAccess: "whole arena"` in the link and in the socket's `stats()`).
  * Why not memory windows: see src/verbs/remote_range.ts.
@@ -311,11 +310,7 @@ class RdmaLinkListener implements LinkListener {
   }
 }
 
-/**
- * Per-transfer remote access only with `SDP_RDMA_REMOTE_ACCESS=per-transfer`, for now: it is
- * disabled by default until test/guest/remote_access.test.ts has passed on Soft-RoCE
- * (issue 9.5); then the default becomes `v !== "whole-arena"`.
- */
+/** Per-transfer remote access unless `SDP_RDMA_REMOTE_ACCESS=whole-arena` (for comparisons and as an escape hatch). */
 function perTransferWanted(): boolean {
   let v: string | undefined;
   try {
@@ -323,7 +318,7 @@ function perTransferWanted(): boolean {
   } catch {
     v = undefined; // Deno without --allow-env: the default
   }
-  return v === "per-transfer";
+  return v !== "whole-arena";
 }
 
 /** Whether a byte range of `mr` can be registered on its own (the per-transfer mechanism works here). */

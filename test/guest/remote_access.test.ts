@@ -32,9 +32,6 @@ import { content, MAX, THRESHOLD } from "../fixtures/remote_access_peer.ts";
 import { exited, otherRuntime, spawnFixture } from "../fixtures/runtime.ts";
 
 const HOST = process.env.RDMA_TEST_HOST ?? "192.0.2.1";
-// Per-transfer access is opt-in until this file has passed in the guest (src/sdp/rdma_link.ts):
-// this process and every peer it spawns ask for it.
-process.env.SDP_RDMA_REMOTE_ACCESS ??= "per-transfer";
 const skip = await rdmaSkip(test); // fails instead inside the guest (RDMA_IN_GUEST=1)
 const N = 100_000; // not a multiple of a page: scoping is by byte
 const REM_ACCESS_ERR = 10;
