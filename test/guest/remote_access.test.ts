@@ -252,8 +252,9 @@ test("remote access: the whole-arena fallback is reported, and the test sees wha
     }, 2);
     assert.equal(r.report.remoteAccess, "whole arena", "the fallback is reported in stats()");
     assert.ok(probes.every((p) => p.ok), "with the whole arena exposed, the out-of-scope READs succeed (what per-transfer access prevents)");
-    assert.ok(same((probes[0] as { bytes: Uint8Array }).bytes, content(1, N)), "the staged, unadvertised message was readable");
-    console.log("whole-arena fallback: the staged message and the completed one were both readable by the peer, as reported");
+    // (Whether the second message is already staged there when the peer reads depends on the
+    // sender's timing, so only the READ's success beyond the advertised range is asserted.)
+    console.log("whole-arena fallback: bytes beyond the advertised range and the completed message were both readable by the peer, as reported");
     assert.equal(r.closed, undefined, "nothing failed");
   } finally {
     v.child.kill("SIGTERM");
