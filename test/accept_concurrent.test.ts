@@ -92,7 +92,7 @@ test("handshake limits are checked with errors that name the option", () => {
 });
 
 test("the rdma link listener checks its handshake limits before it needs a device", async () => {
-  const { listenLinks } = await import("../src/sdp/rdma_link.ts");
+  const { listenLinks } = await import("../src/sdp/links/rdma.ts");
   await assert.rejects(listenLinks({ host: "192.0.2.1", port: 0, maxHandshakes: 0 }), /'maxHandshakes' must be an integer in 1\.\.65535: got 0/);
   await assert.rejects(listenLinks({ host: "192.0.2.1", port: 0, handshakeTimeoutMs: -1 }), /'handshakeTimeoutMs' must be an integer/);
 });

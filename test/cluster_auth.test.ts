@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { authenticate, AuthError, secretBytes } from "../src/cluster/auth.ts";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 
 const SECRET = "cluster-auth-test-secret-0123";
 

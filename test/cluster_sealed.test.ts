@@ -5,7 +5,7 @@ import { authenticateWithKeys, type SessionKeys } from "../src/cluster/auth.ts";
 import { mac16, SEAL_OVERHEAD, sealCounters, SealedSocket, SealError } from "../src/cluster/sealed_socket.ts";
 import { RmiEndpoint } from "../src/rmi/endpoint.ts";
 import { RmiFrameError } from "../src/rmi/frame.ts";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import type { MessageSocket, ReceivedMessage } from "../src/sdp/types.ts";
 
 const SECRET = "sealed-socket-test-secret-0123456789";

@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { connect, listen } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { MID } from "../src/sdp/wire.ts";

@@ -1,7 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
 
 const RUNS = Number(process.env.SDP_PROPERTY_RUNS ?? 150) / 5;

@@ -4,7 +4,7 @@ import { RmiEndpoint } from "../src/rmi/endpoint.ts";
 import { RemoteError, RmiClosedError, RmiTimeoutError } from "../src/rmi/errors.ts";
 import { encodeCall } from "../src/rmi/frame.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { connect, listen } from "../src/sdp/mod.ts";
 
 type PairFactory = () => Promise<[MessageSocket, MessageSocket]>;

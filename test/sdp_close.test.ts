@@ -14,8 +14,8 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { type LoopbackFaults, loopbackLinkPair } from "../src/sdp/loopback.ts";
-import type { Link, LinkEvents } from "../src/sdp/link.ts";
+import { type LoopbackFaults, loopbackLinkPair } from "../src/sdp/links/loopback.ts";
+import type { Link, LinkEvents } from "../src/sdp/links/link.ts";
 import { connect, listen, type ReceivedMessage, SdpSocket } from "../src/sdp/mod.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
 

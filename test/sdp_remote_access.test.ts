@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Link } from "../src/sdp/link.ts";
-import { loopbackLinkPair } from "../src/sdp/loopback.ts";
+import type { Link } from "../src/sdp/links/link.ts";
+import { loopbackLinkPair } from "../src/sdp/links/loopback.ts";
 import { SdpSocket } from "../src/sdp/socket.ts";
 
 function scoped(link: Link, log: string[]): Link {

@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { connect, listen, type SdpSocket } from "../src/sdp/mod.ts";
-import { loopbackPair } from "../src/sdp/loopback.ts";
+import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { ProtocolError } from "../src/sdp/wire.ts";
 import { declaredLength, encode, MID } from "../src/sdp/wire.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";

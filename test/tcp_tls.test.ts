@@ -1,5 +1,5 @@
 /**
- * TLS for the tcp transport (src/tcp/tls.ts): mutual certificates from a CA
+ * TLS for the tcp transport (src/sdp/links/tls.ts): mutual certificates from a CA
  * made here with openssl, seen on the wire through a recording relay, and a
  * cluster of three servers replicating over it.
  */
@@ -11,7 +11,7 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, listen } from "../src/sdp/mod.ts";
-import type { TlsConfig } from "../src/tcp/tls.ts";
+import type { TlsConfig } from "../src/sdp/links/tls.ts";
 import { startSessionCluster } from "../src/cluster/start.ts";
 import { freePort } from "./fixtures/wait.ts";
 

@@ -7,7 +7,7 @@
  */
 
 import type { TransportChoice } from "../sdp/types.ts";
-import type { TlsConfig } from "../tcp/tls.ts";
+import type { TlsConfig } from "../sdp/links/tls.ts";
 import { SessionCluster, type SessionClusterOptions } from "./session_cluster.ts";
 import { dialPeer, listenForPeers } from "./transport.ts";
 import { type DnsPeersOptions, resolvePeers } from "./dns_peers.ts";

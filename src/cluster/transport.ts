@@ -9,7 +9,7 @@
 import { connect, listen } from "../sdp/mod.ts";
 import type { MessageListener, MessageSocket, TransportChoice } from "../sdp/types.ts";
 import type { PeerConfig } from "./peers.ts";
-import type { TlsConfig } from "../tcp/tls.ts";
+import type { TlsConfig } from "../sdp/links/tls.ts";
 
 /** Where this server listens for peers. */
 export interface PeerListenOptions {

@@ -94,7 +94,7 @@ interface PendingCall {
  *
  * @example
  * ```ts
- * import { loopbackPair } from "../sdp/loopback.ts";
+ * import { loopbackPair } from "../sdp/links/loopback.ts";
  * import { RmiEndpoint } from "./endpoint.ts";
  * const [a, b] = await loopbackPair();
  * const callee = new RmiEndpoint(b, { methods: { add: (args) => (args as number[])[0] + (args as number[])[1] } });

@@ -37,7 +37,7 @@
  * @module
  */
 import { Engine, type EngineAction, type ReleaseHandle } from "./engine.ts";
-import type { Link, LinkEvents } from "./link.ts";
+import type { Link, LinkEvents } from "./links/link.ts";
 import { RingAllocator } from "./ring_allocator.ts";
 import type { MessageSocket, ReceivedMessage, SocketStats, TransportKind } from "./types.ts";
 import { encodeFrame, type Hello, MID } from "./wire.ts";

@@ -78,7 +78,7 @@ export async function devices(): Promise<DeviceInfo[]> {
  * How the rdma link scopes the peer's access to its zcopy source on device
  * `index`: `"per-transfer region"` when a byte range of a registered buffer
  * can be registered again on its own with remote read (each SrcAvail's bytes
- * are, until RdmaRdCompl or SendSM: src/sdp/rdma_link.ts), else `"whole
+ * are, until RdmaRdCompl or SendSM: src/sdp/links/rdma.ts), else `"whole
  * arena"` with the errno that said no. Each link probes again when it
  * connects and reports what it got in `stats().remoteAccess`.
  */

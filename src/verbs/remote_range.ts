@@ -7,7 +7,7 @@
  * view is made).
  *
  * This is how the SDP link scopes a zcopy source to one transfer (see
- * `src/sdp/rdma_link.ts`). Memory windows (type 2, IBV_WR_BIND_MW) would be
+ * `src/sdp/links/rdma.ts`). Memory windows (type 2, IBV_WR_BIND_MW) would be
  * the lighter mechanism, but rxe's responder (Linux 6.1, rxe_resp.c
  * `check_rkey`) checks an access through a window against the range of the
  * window's *memory region*, not the window's own: on Soft-RoCE a window

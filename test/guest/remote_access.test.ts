@@ -25,7 +25,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { test } from "node:test";
 import { connect as sdpConnect, type Link, type LinkEvents, SdpSocket } from "../../src/sdp/mod.ts";
-import { connectLink } from "../../src/sdp/rdma_link.ts";
+import { connectLink } from "../../src/sdp/links/rdma.ts";
 import { connect as verbsConnect, type MemoryRegion, WorkCompletionError } from "../../src/verbs/mod.ts";
 import { rdmaSkip } from "../fixtures/guest_device.ts";
 import { content, MAX, THRESHOLD } from "../fixtures/remote_access_peer.ts";

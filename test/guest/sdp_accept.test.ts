@@ -1,6 +1,6 @@
 /**
  * The rdma link listener accepts concurrently with a cap on connections in
- * handshake (src/sdp/rdma_link.ts): connects beyond `maxHandshakes` are
+ * handshake (src/sdp/links/rdma.ts): connects beyond `maxHandshakes` are
  * refused at once rather than queued behind a slow handshake, every connect
  * settles, and the listener goes on accepting. Soft-RoCE in the guest; the
  * cap's logic itself is tested on the host (test/accept_concurrent.test.ts).

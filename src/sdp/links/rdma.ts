@@ -39,7 +39,7 @@
  *
  * @module
  */
-import { type AcceptQueue, acceptConcurrently, type HandshakeLimits, handshakeLimits } from "../accept_queue.ts";
+import { type AcceptQueue, acceptConcurrently, type HandshakeLimits, handshakeLimits } from "../../accept_queue.ts";
 import {
   connect,
   type ConnectionRequest,
@@ -51,7 +51,7 @@ import {
   type RdmaListener,
   type RemoteRange,
   WorkCompletionError,
-} from "../verbs/mod.ts";
+} from "../../verbs/mod.ts";
 import {
   carve,
   type Link,

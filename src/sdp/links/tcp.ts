@@ -38,7 +38,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { tlsMaterial } from "./tls.ts";
 import { setImmediate } from "node:timers";
-import { AcceptQueue } from "../accept_queue.ts";
+import { AcceptQueue } from "../../accept_queue.ts";
 import {
   carve,
   type Link,
@@ -50,8 +50,8 @@ import {
   linkCapabilities,
   type LinkSizes,
   resolveSizes,
-} from "../sdp/link.ts";
-import { HEADER_SIZE, ProtocolError } from "../sdp/wire.ts";
+} from "./link.ts";
+import { HEADER_SIZE, ProtocolError } from "../wire.ts";
 
 const DESTROY_AFTER_MS = 1000;
 /** Several frames of one turn up to this many bytes are copied into a reused staging buffer. */

@@ -3,9 +3,9 @@
  *
  * A link moves opaque *frames* (already encoded by `wire.ts`) and, where it
  * can, performs RDMA READs. It knows nothing of credits, sequence numbers or
- * messages: the engine (`engine.ts`) decides what to send and when, and the
- * socket (`socket.ts`) drives the engine with the link's events. The same
- * shape is implemented three times: `rdma_link.ts` (verbs), `../tcp/link.ts`
+ * messages: the engine (`../engine.ts`) decides what to send and when, and the
+ * socket (`../socket.ts`) drives the engine with the link's events. The same
+ * shape is implemented three times: `rdma.ts` (verbs), `tcp.ts`
  * (node:net) and `loopback.ts` (in process, with fault injection).
  *
  * The model is the verbs one, so that the RDMA link maps onto it one to one:
@@ -53,8 +53,8 @@
  *
  * @module
  */
-import type { TlsConfig } from "../tcp/tls.ts";
-import type { TransportKind } from "./types.ts";
+import type { TlsConfig } from "./tls.ts";
+import type { TransportKind } from "../types.ts";
 
 /** A registered memory region as the socket sees it. */
 export interface RegisteredRegion {
@@ -159,7 +159,7 @@ export interface LinkConnectOptions extends LinkSizes {
   port: number;
   /** Connection establishment timeout. @default 5000 */
   timeoutMs?: number;
-  /** tcp only: TLS with mutual certificate checks (see `src/tcp/tls.ts`). @default plain tcp */
+  /** tcp only: TLS with mutual certificate checks (see `src/sdp/links/tls.ts`). @default plain tcp */
   tls?: TlsConfig;
 }
 
@@ -179,7 +179,7 @@ export interface LinkListener extends AsyncIterable<Link> {
 }
 
 /**
- * What a transport module (`rdma_link.ts`, `../tcp/link.ts`) exports, so that
+ * What a transport module (`rdma.ts`, `tcp.ts`) exports, so that
  * `mod.ts` can load it with a dynamic `import()`.
  */
 export interface LinkTransportModule {

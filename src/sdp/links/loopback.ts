@@ -26,7 +26,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import { AcceptQueue } from "../accept_queue.ts";
+import { AcceptQueue } from "../../accept_queue.ts";
 import {
   carve,
   type Link,
@@ -40,8 +40,8 @@ import {
   type RegisteredRegion,
   resolveSizes,
 } from "./link.ts";
-import { type SocketOptions, SdpSocket } from "./socket.ts";
-import { HEADER_SIZE } from "./wire.ts";
+import { type SocketOptions, SdpSocket } from "../socket.ts";
+import { HEADER_SIZE } from "../wire.ts";
 
 /** One scheduled event, as `intercept` sees it. */
 export interface LoopbackEvent {
