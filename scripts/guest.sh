@@ -276,7 +276,9 @@ off
 STAGE2
   chmod +x "$ir/root/init"
   (cd "$ir/root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) > "$ir/initrd.gz"
-  rm -f "$CACHE"/initrd-*.cpio.gz
+  # Older versions' initramfs go only when a day old: a run of another checkout may be
+  # waiting for the boot lock with its own (it was built before this one, and is still needed).
+  find "$CACHE" -maxdepth 1 -name 'initrd-*.cpio.gz' -mmin +1440 -delete
   mv "$ir/initrd.gz" "$INITRD"
   rm -rf "$ir"
   trap - EXIT
