@@ -8,10 +8,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import process from "node:process";
 import { connect, listen } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
-import { bsdh, collect, goodHello, helloBody, installCrashGuard, rawTcp, Rng, rssMiB, sampleRss, SEED } from "./fixtures/fuzz.ts";
+import { bsdh, collect, goodHello, helloBody, installCrashGuard, rawTcp, Rng, rssMiB, sampleRss, SEED, settled } from "./fixtures/fuzz.ts";
 
 const ROUNDS = 2;
 const CASES_PER_ROUND = 80;
@@ -91,15 +90,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
     o += p.byteLength;
   }
   return out;
-}
-
-async function settled(): Promise<{ rss: number; retained: number }> {
-  await new Promise((r) => setTimeout(r, 2500));
-  collect();
-  await new Promise((r) => setTimeout(r, 100));
-  collect();
-  const m = process.memoryUsage();
-  return { rss: rssMiB(), retained: (m.heapUsed + m.external) / (1024 * 1024) };
 }
 
 test(`fuzz: the sdp tcp listener survives hostile frames while a client's echoes stay right (seed ${SEED})`, { timeout: 90_000 }, async () => {
