@@ -1,77 +1,525 @@
 /**
- * Per-update cost of replication, in process (three SessionClusters over the
- * loopback transport, so it measures our JavaScript, not a network): µs per
- * committed update of a 10-attribute session, per ack mode, beside the same
- * commit with no replication (the floor). Medians of `--rounds` batches of
- * `--n` updates, side by side in one run.
+ * Per-update cost of replication over tcp between two processes, before and
+ * after, in one run (issue 10): wall time and primary CPU per update, and
+ * allocation per update, of
  *
- *   bun bench/replication.ts [--n 2000] [--rounds 5] [--json out.json]
- *   deno run -A bench/replication.ts
+ * - **plain**: a `node:net` `[u32 length][payload]` ping-pong with the peer
+ *   process (`--size` bytes, default 256, about one replicated delta): the
+ *   reference round trip;
+ * - **handler**: the `withSessions` handler (one `session.set` of a
+ *   10-attribute session, then the commit) on a one-server cluster: sessions,
+ *   no replication;
+ * - **none**, **transport**, **applied**: the same handler on a two-server
+ *   cluster whose other server (the secondary) runs in the peer process, per
+ *   ack mode.
+ *
+ * The handler is called directly with a `Request` (no HTTP server): what is
+ * measured is the session and replication path, not an HTTP stack. Each
+ * replicated batch ends with one `applied` update (counted in the batch), so
+ * that updates sent but not waited for (`none`) are paid for inside it. The
+ * replicator's outcome counters are checked after every batch: a batch whose
+ * updates did not all end as its mode (say `no-secondary` or `timeout`) fails
+ * the run.
+ *
+ * With `--baseline=<ref>` (default `fda7d6b`, the v0.1 code before issue 10's
+ * work) that commit's `src/` is extracted with `git archive` into a temporary
+ * directory and both libraries run side by side: one peer process serves a
+ * secondary of each, and the paths take turns batch by batch, so the
+ * machine's drift hits both alike. `--current=<ref>` measures a commit instead
+ * of the working tree.
+ *
+ * Wall: `performance.now()` over a batch of `--n` updates; CPU:
+ * `process.cpuUsage()` (user + system, every thread of the primary's process)
+ * over the same batch. Medians of `--rounds` batches, with min and max.
+ *
+ * Allocation per update, in the primary's process only, in a separate pass
+ * (not timed): under Deno (V8) the sum of the rises of `heapUsed + external`
+ * read after every update (a fall is a scavenge and is skipped), minus the same
+ * loop around an already resolved promise; under Bun (JSC, whose `heapUsed`
+ * moves only at collections) the rise of `heapCapacity + extraMemorySize`
+ * (`bun:jsc` `heapStats()`) over windows of updates that start right after a
+ * full collection, median of the windows, minus the same empty loop. Both
+ * are counters of bytes the runtime took for the JS heap; neither sees
+ * native buffers outside it.
+ *
+ *   bun bench/replication.ts [--n=2000] [--rounds=7] [--size=256] [--baseline=<ref>|--no-baseline] [--current=<ref>] [--quick]
+ *   deno run -A bench/replication.ts [same]
+ *
+ * Writes `bench/results/replication-<runtime>.json` (`--out=<path>` to change)
+ * and prints a table. Nothing here asserts on speed.
  *
  * @module
  */
-import { parseArgs } from "node:util";
-import { writeFileSync } from "node:fs";
-import process from "node:process";
-import { SessionCluster } from "../src/cluster/session_cluster.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
-import type { AckMode } from "../src/rmi/types.ts";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
+import { join } from "node:path";
+import { firstJsonLine, freePort, fullGc, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
 
-const { values } = parseArgs({
-  args: process.argv.slice(2),
-  options: { n: { type: "string", default: "2000" }, rounds: { type: "string", default: "5" }, json: { type: "string" } },
-});
-const N = Number(values.n);
-const ROUNDS = Number(values.rounds);
+const argv = process.argv.slice(2);
+const arg = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const quick = argv.includes("--quick");
+const SECRET = "bench-replication-secret-0123456789";
+const NOTE = "y".repeat(40);
 
-const ids = ["a", "b", "c"];
-const listeners = new Map(await Promise.all(ids.map(async (id) => [id, await listen({ transport: "loopback", host: `bench-${id}`, port: 0 })] as const)));
-const peers: PeerConfig[] = ids.map((id) => ({ id, host: `bench-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" }));
-const nodes = ids.map((id) =>
-  new SessionCluster({
-    self: id,
-    peers,
-    secret: "bench-secret-0123456789abcdef",
-    listener: listeners.get(id)!,
-    dial: (p) => connect({ transport: "loopback", host: p.host, port: p.port }),
-    heartbeatIntervalMs: 200,
-    heartbeatTimeoutMs: 5000,
-    logger: { warn: () => {} },
-  })
-);
-for (const n of nodes) if (!(await n.waitForPeers(10_000))) throw new Error("peers did not connect");
-const a = nodes[0];
+function num(name: string, fallback: number): number {
+  const text = arg(name);
+  if (text === undefined) return fallback;
+  const v = Number(text);
+  if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`--${name} must be a positive integer: got '${text}'`);
+  return v;
+}
 
-const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+// ------------------------------------------------------------------ libraries
 
-async function batch(ack: AckMode | "floor"): Promise<number> {
-  const s = a.create();
-  const attrs: Record<string, unknown> = {};
-  for (let i = 0; i < 10; i++) attrs[`k${i}`] = { item: `sku-${i}`, qty: i, note: "x".repeat(40) };
-  if (ack === "floor") a.store.commit(s.id, attrs, []);
-  else await a.commit(s.id, attrs, [], { ack: "applied" });
-  const t0 = performance.now();
-  for (let i = 0; i < N; i++) {
-    const change = { [`k${i % 10}`]: { item: `sku-${i}`, qty: i, note: "y".repeat(40) } };
-    if (ack === "floor") a.store.commit(s.id, change, []);
-    else await a.commit(s.id, change, [], { ack });
+interface LibSpec {
+  label: string;
+  root: string;
+  /** Ports of the two-server cluster: `a` in this process (primary), `b` in the peer (secondary). */
+  ports: { a: number; b: number };
+}
+
+/**
+ * `src/` and `mod.ts` of commit `ref` in a temporary directory (made once per
+ * commit). bench/datapath.ts extracts its baseline the same way but does not
+ * export its helper, and bench/lib.ts has another owner now: this is the
+ * replication bench's own copy of the step until the two are merged there.
+ */
+function exportCommit(ref: string): { dir: string; sha: string } {
+  const sha = execFileSync("git", ["rev-parse", "--verify", `${ref}^{commit}`], { cwd: ROOT }).toString().trim();
+  const dir = join(process.env.TMPDIR ?? "/tmp", `replication-${sha.slice(0, 12)}`);
+  if (!existsSync(join(dir, "src/cluster/start.ts"))) {
+    mkdirSync(dir, { recursive: true });
+    const tar = execFileSync("git", ["archive", sha, "src", "mod.ts"], { cwd: ROOT, maxBuffer: 1 << 28 });
+    execFileSync("tar", ["-x", "-C", dir], { input: tar });
   }
-  return ((performance.now() - t0) * 1000) / N;
+  return { dir, sha };
 }
 
-const modes: (AckMode | "floor")[] = ["floor", "none", "transport", "applied"];
-const results: Record<string, number[]> = Object.fromEntries(modes.map((m) => [m, []]));
-for (let r = 0; r < ROUNDS; r++) for (const m of modes) results[m].push(await batch(m));
-const runtime = typeof (globalThis as { Bun?: unknown }).Bun !== "undefined" ? "bun" : "deno";
-console.log(`replication per update, ${runtime}, n=${N} x ${ROUNDS} rounds (median µs)`);
-const floor = median(results.floor);
-for (const m of modes) {
-  const med = median(results[m]);
-  console.log(`${m.padEnd(10)} ${med.toFixed(2).padStart(9)} µs   floor + ${(med - floor).toFixed(2)} µs`);
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+interface Loaded {
+  start: Any;
+  withSessions: Any;
 }
-if (values.json) {
-  writeFileSync(values.json, JSON.stringify({ runtime, n: N, rounds: ROUNDS, medians: Object.fromEntries(modes.map((m) => [m, median(results[m])])), samples: results }, null, 2));
+
+async function load(root: string): Promise<Loaded> {
+  const start = await import(join(root, "src/cluster/start.ts"));
+  const http = await import(join(root, "src/http/with_sessions.ts"));
+  return { start: start.startSessionCluster, withSessions: http.withSessions };
 }
-await Promise.all(nodes.map((n) => n.close()));
-process.exit(0);
+
+const quiet = { warn: () => {} };
+
+function peersOf(spec: LibSpec) {
+  return [
+    { id: "a", host: "127.0.0.1", port: spec.ports.a, transport: "tcp" },
+    { id: "b", host: "127.0.0.1", port: spec.ports.b, transport: "tcp" },
+  ];
+}
+
+const clusterTiming = { heartbeatIntervalMs: 500, heartbeatTimeoutMs: 5000, ackTimeoutMs: 5000, fetchTimeoutMs: 5000 };
+
+// ------------------------------------------------------------------ the peer process
+
+async function servePeer(): Promise<void> {
+  const specs = JSON.parse(arg("libs")!) as LibSpec[];
+  const clusters: Any[] = [];
+  for (const spec of specs) {
+    const lib = await load(spec.root);
+    clusters.push(await lib.start({ self: "b", peers: peersOf(spec), secret: SECRET, transport: "tcp", logger: quiet, ...clusterTiming }));
+  }
+  const echo = net.createServer((sock) => {
+    sock.setNoDelay(true);
+    let pending = new Uint8Array(0);
+    sock.on("data", (d: Uint8Array) => {
+      let buf = d;
+      if (pending.length > 0) {
+        buf = new Uint8Array(pending.length + d.length);
+        buf.set(pending);
+        buf.set(d, pending.length);
+      }
+      let off = 0;
+      while (buf.length - off >= 4) {
+        const len = 4 + ((buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | (buf[off + 3] << 24)) >>> 0);
+        if (buf.length - off < len) break;
+        off += len;
+      }
+      if (off > 0) sock.write(off === buf.length ? buf : buf.slice(0, off));
+      pending = off === buf.length ? new Uint8Array(0) : buf.slice(off);
+    });
+    sock.on("error", () => {});
+  });
+  await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
+  process.stdout.write(JSON.stringify({ echo: (echo.address() as net.AddressInfo).port }) + "\n");
+  process.on("SIGTERM", () => process.exit(0));
+  await new Promise(() => {});
+  void clusters;
+}
+
+// ------------------------------------------------------------------ paths
+
+type Op = () => Promise<void>;
+
+/** A `node:net` ping-pong client: one frame of `size` bytes out, the echo back. */
+async function plainClient(port: number, size: number): Promise<{ op: Op; close(): void }> {
+  const sock = net.connect({ port, host: "127.0.0.1" });
+  await new Promise<void>((r, j) => {
+    sock.once("connect", () => r());
+    sock.once("error", j);
+  });
+  sock.setNoDelay(true);
+  const frame = new Uint8Array(4 + size);
+  frame[0] = size & 0xff;
+  frame[1] = size >>> 8;
+  for (let i = 4; i < frame.length; i++) frame[i] = i & 0xff;
+  let got = 0;
+  let wake: (() => void) | undefined;
+  sock.on("data", (d: Uint8Array) => {
+    got += d.length;
+    if (got >= frame.length && wake) {
+      got -= frame.length;
+      const w = wake;
+      wake = undefined;
+      w();
+    }
+  });
+  return {
+    op: () =>
+      new Promise<void>((r) => {
+        wake = r;
+        sock.write(frame);
+      }),
+    close: () => sock.destroy(),
+  };
+}
+
+const MODES = ["handler", "none", "transport", "applied"] as const;
+type Mode = typeof MODES[number];
+const PATHS = ["plain", ...MODES] as const;
+type Path = typeof PATHS[number];
+
+interface LibPaths {
+  label: string;
+  commit: string | undefined;
+  ops: Record<Mode, Op>;
+  /** Ends a replicated batch: one `applied` update on the same session (all earlier ones applied first). */
+  drain: Record<Mode, Op>;
+  /** Replication outcome counters of the cluster serving a mode. */
+  outcomes: Record<Mode, () => Record<string, number>>;
+  clusters: Any[];
+}
+
+async function setUpLib(spec: LibSpec, commit: string | undefined): Promise<LibPaths> {
+  const lib = await load(spec.root);
+  const a = await lib.start({ self: "a", peers: peersOf(spec), secret: SECRET, transport: "tcp", logger: quiet, ...clusterTiming });
+  const soloPort = await freePort();
+  const solo = await lib.start({
+    self: "solo",
+    peers: [{ id: "solo", host: "127.0.0.1", port: soloPort, transport: "tcp" }],
+    secret: SECRET,
+    transport: "tcp",
+    logger: quiet,
+    ...clusterTiming,
+  });
+  if (!(await a.waitForPeers(20_000))) throw new Error(`${spec.label}: server a did not reach its peer b`);
+  await solo.waitForPeers(5_000);
+  let i = 0;
+  const handler = (_req: Request, session: Any) => {
+    i++;
+    session.set(`k${i % 10}`, { item: `sku-${i}`, qty: i, note: NOTE });
+    return new Response("ok");
+  };
+  const ops = {} as Record<Mode, Op>;
+  const drain = {} as Record<Mode, Op>;
+  const outcomes = {} as Record<Mode, () => Record<string, number>>;
+  for (const mode of MODES) {
+    const cluster = mode === "handler" ? solo : a;
+    const app = lib.withSessions(handler, { cluster, ackMode: mode === "handler" ? "transport" : mode });
+    const appliedApp = lib.withSessions(handler, { cluster, ackMode: "applied" });
+    // A 10-attribute session, made by the first request.
+    const first: Response = await app(new Request("http://bench/"));
+    const cookie = /sid=([^;]+)/.exec(first.headers.get("set-cookie") ?? "")?.[1];
+    if (cookie === undefined) throw new Error(`${spec.label}: the first request set no session cookie`);
+    const request = new Request("http://bench/", { headers: { cookie: `sid=${cookie}` } });
+    for (let k = 0; k < 10; k++) await appliedApp(request);
+    ops[mode] = async () => {
+      await app(request);
+    };
+    drain[mode] = mode === "handler" ? () => Promise.resolve() : async () => {
+      await appliedApp(request);
+    };
+    outcomes[mode] = () => ({ ...cluster.stats().replication.outcomes });
+  }
+  return { label: spec.label, commit, ops, drain, outcomes, clusters: [a, solo] };
+}
+
+// ------------------------------------------------------------------ measurement
+
+interface Batch {
+  wallUs: number;
+  cpuUs: number;
+}
+
+async function timeBatch(op: Op, n: number, drain: Op): Promise<Batch> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let k = 0; k < n; k++) await op();
+  await drain();
+  const wall = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { wallUs: (wall * 1000) / n, cpuUs: (c.user + c.system) / n };
+}
+
+// deno-lint-ignore no-explicit-any
+const jsc: any = runtime === "bun" ? await import("bun:jsc" as string) : undefined;
+
+function heapCounter(): number {
+  if (runtime === "bun") {
+    const s = jsc.heapStats();
+    return s.heapCapacity + s.extraMemorySize;
+  }
+  const m = (globalThis as unknown as { Deno: { memoryUsage(): { heapUsed: number; external: number } } }).Deno.memoryUsage();
+  return m.heapUsed + m.external;
+}
+
+/** Bytes per call of `op` by the counter above (see the top of this file), raw (the empty loop not subtracted). */
+async function allocPerOp(op: Op, iterations: number): Promise<number> {
+  if (runtime === "deno") {
+    let sum = 0;
+    let before = heapCounter();
+    for (let k = 0; k < iterations; k++) {
+      await op();
+      const after = heapCounter();
+      if (after > before) sum += after - before;
+      before = after;
+    }
+    return sum / iterations;
+  }
+  const windows: number[] = [];
+  const w = 100;
+  for (let k = 0; k < Math.max(3, Math.floor(iterations / w)); k++) {
+    fullGc();
+    const before = heapCounter();
+    for (let j = 0; j < w; j++) await op();
+    windows.push((heapCounter() - before) / w);
+  }
+  return median(windows);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+interface Stat {
+  median: number;
+  min: number;
+  max: number;
+}
+
+function stat(xs: number[]): Stat {
+  return { median: round(median(xs)), min: round(Math.min(...xs)), max: round(Math.max(...xs)) };
+}
+
+interface PathResult {
+  wallUs: Stat;
+  cpuUs: Stat;
+  allocBytes: number;
+  batches: number;
+}
+
+function runtimeVersion(): string {
+  const g = globalThis as unknown as { Bun?: { version: string }; Deno?: { version: { deno: string; v8: string } } };
+  return g.Bun ? `bun ${g.Bun.version}` : `deno ${g.Deno!.version.deno} (v8 ${g.Deno!.version.v8})`;
+}
+
+async function main(): Promise<void> {
+  const n = num("n", quick ? 300 : 2000);
+  const rounds = num("rounds", quick ? 3 : 7);
+  const size = num("size", 256);
+  const allocIterations = num("alloc", quick ? 300 : 2000);
+  const baselineRef = argv.includes("--no-baseline") ? undefined : arg("baseline") ?? "fda7d6b";
+  const currentRef = arg("current");
+  const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: ROOT }).toString().trim();
+  const dirty = execFileSync("git", ["status", "--porcelain", "--", "src", "bench/replication.ts"], { cwd: ROOT }).toString().trim();
+
+  const specs: LibSpec[] = [];
+  const commits: Record<string, string | undefined> = {};
+  if (baselineRef) {
+    const { dir, sha } = exportCommit(baselineRef);
+    specs.push({ label: "before", root: dir, ports: { a: await freePort(), b: await freePort() } });
+    commits.before = sha;
+  }
+  if (currentRef) {
+    const { dir, sha } = exportCommit(currentRef);
+    specs.push({ label: "after", root: dir, ports: { a: await freePort(), b: await freePort() } });
+    commits.after = sha;
+  } else {
+    specs.push({ label: "after", root: ROOT, ports: { a: await freePort(), b: await freePort() } });
+    commits.after = dirty === "" ? head : undefined;
+  }
+
+  const load0 = os.loadavg();
+  progress(`replication: ${specs.map((s) => s.label).join(" and ")}, n=${n} x ${rounds} rounds, ${size} B plain frames, load ${load0.map((x) => x.toFixed(2)).join(" ")}`);
+  const peer = spawnRuntime(runtime, "bench/replication.ts", ["--peer", `--libs=${JSON.stringify(specs)}`]);
+  try {
+    const { echo } = await firstJsonLine<{ echo: number }>(peer, "replication peer");
+    const libs: LibPaths[] = [];
+    for (const spec of specs) libs.push(await setUpLib(spec, commits[spec.label]));
+    const plain = await plainClient(echo, size);
+    const none: Op = () => Promise.resolve();
+
+    const keys = libs.flatMap((l) => PATHS.map((p) => `${l.label}/${p}`));
+    const batches: Record<string, Batch[]> = Object.fromEntries(keys.map((k) => [k, []]));
+    // Warm-up: one batch of everything, not recorded.
+    await timeBatch(plain.op, n, none);
+    for (const l of libs) for (const m of MODES) await timeBatch(l.ops[m], n, l.drain[m]);
+    for (let r = 0; r < rounds; r++) {
+      for (const l of libs) {
+        batches[`${l.label}/plain`].push(await timeBatch(plain.op, n, none));
+        for (const m of MODES) {
+          const before = l.outcomes[m]();
+          batches[`${l.label}/${m}`].push(await timeBatch(l.ops[m], n, l.drain[m]));
+          checkOutcomes(l.label, m, before, l.outcomes[m](), n);
+        }
+      }
+      progress(`round ${r + 1}/${rounds} done`);
+    }
+    // Allocation, in its own pass.
+    const emptyAlloc = await allocPerOp(none, allocIterations);
+    const alloc: Record<string, number> = {};
+    for (const l of libs) {
+      alloc[`${l.label}/plain`] = await allocPerOp(plain.op, allocIterations);
+      for (const m of MODES) alloc[`${l.label}/${m}`] = await allocPerOp(l.ops[m], allocIterations);
+      if (l.drain.none) await l.drain.none();
+    }
+    const load1 = os.loadavg();
+
+    const results: Record<string, Record<Path, PathResult>> = {};
+    for (const l of libs) {
+      results[l.label] = {} as Record<Path, PathResult>;
+      for (const p of PATHS) {
+        const bs = batches[`${l.label}/${p}`];
+        results[l.label][p] = {
+          wallUs: stat(bs.map((b) => b.wallUs)),
+          cpuUs: stat(bs.map((b) => b.cpuUs)),
+          allocBytes: round(Math.max(0, alloc[`${l.label}/${p}`] - emptyAlloc)),
+          batches: bs.length,
+        };
+      }
+    }
+    const targets = Object.fromEntries(libs.map((l) => [l.label, judge(results[l.label])]));
+    printTable(libs.map((l) => l.label), results, targets, { n, rounds, size, load0, load1 });
+
+    const out = arg("out") ?? join(ROOT, "bench/results", `replication-${runtime}.json`);
+    mkdirSync(join(out, ".."), { recursive: true });
+    writeFileSync(
+      out,
+      JSON.stringify(
+        {
+          bench: "replication",
+          date: new Date().toISOString(),
+          runtime: runtimeVersion(),
+          head,
+          srcDirty: dirty !== "",
+          libraries: Object.fromEntries(specs.map((s) => [s.label, { commit: commits[s.label] ?? `working tree on ${head} (uncommitted changes)`, ref: s.label === "before" ? baselineRef : currentRef ?? "working tree" }])),
+          settings: {
+            n,
+            rounds,
+            plainFrameBytes: size,
+            allocIterations,
+            transport: "tcp, 127.0.0.1, primary here and secondary in a peer process under the same runtime",
+            handler: "withSessions, one session.set of a 10-attribute session (objects of ~70 B JSON) per request, Request reused, no HTTP server",
+            cluster: clusterTiming,
+            allocation: runtime === "bun"
+              ? "bun:jsc heapStats() heapCapacity + extraMemorySize rise over windows of 100 after a full GC, median, minus an empty loop"
+              : "Deno.memoryUsage() heapUsed + external, sum of rises per update, minus an empty loop",
+            cpu: "process.cpuUsage() user + system of the primary's process (all its threads) over a batch",
+          },
+          machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: load1 },
+          results,
+          targets,
+        },
+        null,
+        2,
+      ) + "\n",
+    );
+    progress(`wrote ${out}`);
+    plain.close();
+    for (const l of libs) for (const c of l.clusters) await c.close().catch(() => {});
+  } finally {
+    await stopChild(peer);
+  }
+}
+
+function checkOutcomes(label: string, mode: Mode, before: Record<string, number>, after: Record<string, number>, n: number): void {
+  const rise = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+  const expected = mode === "handler" ? "no-secondary" : mode;
+  const want: Record<string, number> = { [expected]: n };
+  if (mode !== "handler") want.applied = (want.applied ?? 0) + 1; // the drain
+  for (const k of new Set([...Object.keys(after), ...Object.keys(before)])) {
+    if (rise(k) !== (want[k] ?? 0)) {
+      throw new Error(`${label}/${mode}: replication outcomes rose by ${JSON.stringify(Object.fromEntries(Object.keys(after).map((x) => [x, rise(x)])))}, expected ${JSON.stringify(want)}`);
+    }
+  }
+}
+
+interface Judged {
+  transportWall: { value: number; target: number; met: boolean };
+  transportCpu: { value: number; target: number; met: boolean };
+  noneWall: { value: number; target: number; met: boolean };
+  noneCpu: { value: number; target: number; met: boolean };
+  allocTransport: { value: number; target: number; met: boolean };
+}
+
+/**
+ * The issue's targets: `transport` within one plain round trip + 15 µs
+ * (judged on wall and on CPU, each against the plain path's), `none` within
+ * the handler + 5 µs (wall and CPU), allocation per update within twice the
+ * plain round trip's.
+ */
+function judge(r: Record<Path, PathResult>): Judged {
+  const j = (value: number, target: number) => ({ value, target: round(target), met: value <= target });
+  return {
+    transportWall: j(r.transport.wallUs.median, r.plain.wallUs.median + 15),
+    transportCpu: j(r.transport.cpuUs.median, r.plain.cpuUs.median + 15),
+    noneWall: j(r.none.wallUs.median, r.handler.wallUs.median + 5),
+    noneCpu: j(r.none.cpuUs.median, r.handler.cpuUs.median + 5),
+    allocTransport: j(r.transport.allocBytes, 2 * r.plain.allocBytes),
+  };
+}
+
+function printTable(
+  labels: string[],
+  results: Record<string, Record<Path, PathResult>>,
+  targets: Record<string, Judged>,
+  s: { n: number; rounds: number; size: number; load0: number[]; load1: number[] },
+): void {
+  const lines: string[] = [];
+  lines.push(`replication per update, ${runtimeVersion()}, tcp, n=${s.n} x ${s.rounds} batches (median [min-max]), load ${s.load0[0].toFixed(2)} -> ${s.load1[0].toFixed(2)}`);
+  lines.push(`${"path".padEnd(18)} ${"wall µs".padStart(22)} ${"cpu µs".padStart(22)} ${"alloc B".padStart(9)}`);
+  const cell = (x: Stat) => `${x.median} [${x.min}-${x.max}]`.padStart(22);
+  for (const p of PATHS) {
+    for (const l of labels) {
+      const r = results[l][p];
+      lines.push(`${`${p} ${l}`.padEnd(18)} ${cell(r.wallUs)} ${cell(r.cpuUs)} ${String(r.allocBytes).padStart(9)}`);
+    }
+  }
+  for (const l of labels) {
+    const t = targets[l];
+    const f = (name: string, x: { value: number; target: number; met: boolean }) => `${name} ${x.value} vs ${x.target} ${x.met ? "met" : "MISSED"}`;
+    lines.push(`targets ${l}: ${f("transport wall", t.transportWall)}; ${f("transport cpu", t.transportCpu)}; ${f("none wall", t.noneWall)}; ${f("none cpu", t.noneCpu)}; ${f("alloc", t.allocTransport)}`);
+  }
+  console.log(lines.join("\n"));
+}
+
+if (isMain(import.meta)) {
+  if (argv.includes("--peer")) await servePeer();
+  else {
+    await main();
+    process.exit(0);
+  }
+}
