@@ -4,7 +4,9 @@
  * Rules (docs/ARCHITECTURE.md lists the layers above):
  *  1. Only opaque handles cross the FFI boundary; no rdma-core struct does.
  *     The shim defines its own fixed-width records below, with _Static_assert
- *     on their sizes, and an ABI version the loader checks.
+ *     on their sizes, and an ABI version the loader checks. ffi/records.ts
+ *     names every field's offset once; test/verbs_records.test.ts compiles
+ *     against this header and fails if the two layouts differ.
  *  2. Every function returns 0 (or a count) on success and -errno on failure.
  *     librdmacm sets errno and returns -1; verbs return a positive errno; both
  *     are converted here, at the boundary.

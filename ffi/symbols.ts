@@ -22,14 +22,8 @@ export interface SymbolSpec {
 /** ABI version the loader requires (`SHIM_ABI_VERSION` in shim.h). */
 export const SHIM_ABI_VERSION = 2;
 
-/** Record sizes the loader checks against `shim_record_sizes`. */
-export const RECORD_SIZES = {
-  wc: 32,
-  cmEvent: 256,
-  deviceInfo: 256,
-  mrInfo: 24,
-  connInfo: 32,
-} as const;
+/** Record sizes the loader checks against `shim_record_sizes` (layouts: records.ts). */
+export { RECORD_SIZES } from "./records.ts";
 
 export const symbols = {
   // int shim_abi_version(void)

@@ -21,7 +21,7 @@
  */
 import type { Binding, Ptr } from "../../ffi/mod.ts";
 import { AcceptQueue } from "../accept_queue.ts";
-import { RECORD_SIZES } from "../../ffi/mod.ts";
+import { CompletionRing, readConnInfo, RECORD_SIZES } from "../../ffi/mod.ts";
 import { ConnectionClosedError, RdmaError, unwrap, WorkCompletionError } from "./errors.ts";
 import { type Access, MemoryRegion } from "./memory.ts";
 import { RemoteRange } from "./remote_range.ts";
@@ -104,8 +104,7 @@ export class RdmaConnection {
   readonly #regions = new Set<MemoryRegion>();
   readonly #ranges = new Set<RemoteRange>();
   readonly #pending = new Map<number, Pending>();
-  readonly #ring: DataView;
-  readonly #ringCapacity: number;
+  readonly #ring: CompletionRing;
   #nextToken = 0;
   #established = false;
   #closing = false;
@@ -139,14 +138,13 @@ export class RdmaConnection {
       fn.shim_conn_create(id.ptr, opts.sendDepth ?? 128, opts.recvDepth ?? 128, opts.maxInline ?? 64, o));
     const info = new Uint8Array(RECORD_SIZES.connInfo);
     fn.shim_conn_info(this.#conn.ptr, info);
-    const dv = new DataView(info.buffer);
-    this.#ringCapacity = dv.getUint32(8, true);
-    this.qpNum = dv.getUint32(12, true);
-    this.maxInline = dv.getUint32(16, true);
-    this.sendDepth = dv.getUint32(20, true);
-    this.recvDepth = dv.getUint32(24, true);
-    this.cqFd = dv.getInt32(28, true);
-    this.#ring = new DataView(this.#shim.view(dv.getBigUint64(0, true), this.#ringCapacity * RECORD_SIZES.wc));
+    const ci = readConnInfo(info);
+    this.qpNum = ci.qpNum;
+    this.maxInline = ci.maxInline;
+    this.sendDepth = ci.sendDepth;
+    this.recvDepth = ci.recvDepth;
+    this.cqFd = ci.cqFd;
+    this.#ring = new CompletionRing(this.#shim.view(ci.ringAddress, ci.ringCapacity * RECORD_SIZES.wc), ci.ringCapacity);
   }
 
   get localAddress(): string {
@@ -319,16 +317,15 @@ export class RdmaConnection {
     const r = this.#ring;
     for (;;) {
       if (!this.#conn) return total;
-      const n = this.#shim.fn.shim_poll(this.#conn.ptr, this.#ringCapacity);
+      const n = this.#shim.fn.shim_poll(this.#conn.ptr, r.capacity);
       if (n <= 0) return total;
       let fatal: WorkCompletionError | undefined;
       for (let i = 0; i < n; i++) {
-        const o = i * 32;
-        const token = r.getUint32(o, true);
-        const status = r.getUint32(o + 8, true);
-        const opcode = r.getUint32(o + 12, true);
-        const byteLength = r.getUint32(o + 16, true);
-        const vendorErr = r.getUint32(o + 28, true);
+        const token = r.token(i);
+        const status = r.status(i);
+        const opcode = r.opcode(i);
+        const byteLength = r.byteLength(i);
+        const vendorErr = r.vendorErr(i);
         const recv = (token & RECV_BIT) !== 0;
         if ((token & PROMISE_BIT) !== 0) {
           const p = this.#pending.get(token);
@@ -353,7 +350,7 @@ export class RdmaConnection {
         this.close(new ConnectionClosedError(`connection failed: ${fatal.message}`, { cause: fatal }));
         return total;
       }
-      if (n < this.#ringCapacity) return total;
+      if (n < r.capacity) return total;
     }
   }
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { loadShim, RECORD_SIZES } from "../../ffi/mod.ts";
+import { loadShim, readDeviceInfo, RECORD_SIZES } from "../../ffi/mod.ts";
 import { errnoName, unwrap } from "./errors.ts";
 import { fromCString } from "./native.ts";
 
@@ -43,32 +43,25 @@ export async function devices(): Promise<DeviceInfo[]> {
   const n = unwrap("ibv_get_device_list", shim.fn.shim_device_count());
   const out: DeviceInfo[] = [];
   const rec = new Uint8Array(RECORD_SIZES.deviceInfo);
-  const dv = new DataView(rec.buffer);
   for (let i = 0; i < n; i++) {
     unwrap("ibv_query_device", shim.fn.shim_device_info(i, rec));
-    const u32 = (off: number) => dv.getUint32(off, true);
-    const ports: PortInfo[] = [];
-    for (let p = 0; p < u32(100); p++) {
-      const base = 104 + p * 16;
-      const ll = u32(base + 12);
-      ports.push({
-        port: p + 1,
-        state: PORT_STATES[u32(base)] ?? "nop",
-        activeMtu: u32(base + 4),
-        maxMtu: u32(base + 8),
-        linkLayer: ll === 1 ? "infiniband" : ll === 2 ? "ethernet" : "unspecified",
-      });
-    }
+    const d = readDeviceInfo(rec);
     out.push({
-      name: fromCString(rec.subarray(0, 64)),
-      nodeGuid: dv.getBigUint64(64, true).toString(16).padStart(16, "0"),
-      maxMrSize: dv.getBigUint64(72, true),
-      maxQpWr: u32(80),
-      maxSge: u32(84),
-      maxCqe: u32(88),
-      maxQpRdAtom: u32(92),
-      maxInlineData: u32(96),
-      ports,
+      name: fromCString(d.name),
+      nodeGuid: d.nodeGuid.toString(16).padStart(16, "0"),
+      maxMrSize: d.maxMrSize,
+      maxQpWr: d.maxQpWr,
+      maxSge: d.maxSge,
+      maxCqe: d.maxCqe,
+      maxQpRdAtom: d.maxQpRdAtom,
+      maxInlineData: d.maxInlineData,
+      ports: d.ports.map((p, j) => ({
+        port: j + 1,
+        state: PORT_STATES[p.state] ?? "nop",
+        activeMtu: p.activeMtu,
+        maxMtu: p.maxMtu,
+        linkLayer: p.linkLayer === 1 ? "infiniband" : p.linkLayer === 2 ? "ethernet" : "unspecified",
+      })),
     });
   }
   return out;

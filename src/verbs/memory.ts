@@ -13,7 +13,7 @@
  * @module
  */
 import type { Binding, Ptr } from "../../ffi/mod.ts";
-import { RECORD_SIZES } from "../../ffi/mod.ts";
+import { readMrInfo, RECORD_SIZES } from "../../ffi/mod.ts";
 import { unwrap } from "./errors.ts";
 import { create, type Handle } from "./native.ts";
 
@@ -63,11 +63,11 @@ export class MemoryRegion {
     this.#handle = create(shim, `ibv_reg_mr(${length} bytes)`, (o) => shim.fn.shim_mr_create(conn, length, accessBits(access), o));
     const info = new Uint8Array(RECORD_SIZES.mrInfo);
     unwrap("shim_mr_info", shim.fn.shim_mr_info(this.#handle.ptr, info));
-    const dv = new DataView(info.buffer);
-    this.address = dv.getBigUint64(0, true);
+    const rec = readMrInfo(info);
+    this.address = rec.address;
     this.length = length;
-    this.lkey = dv.getUint32(16, true);
-    this.rkey = dv.getUint32(20, true);
+    this.lkey = rec.lkey;
+    this.rkey = rec.rkey;
     this.#buffer = shim.view(this.address, length);
     registered += length;
     this.bytes = new Uint8Array(this.#buffer);

@@ -19,18 +19,12 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import { type Binding, loadShim, RECORD_SIZES } from "../../ffi/mod.ts";
+import { type Binding, CmEventBuffer, type CmEventRecord, loadShim } from "../../ffi/mod.ts";
 import { RdmaError, unwrap } from "./errors.ts";
 import { create, type Handle } from "./native.ts";
 
-/** A CM event copied out of the shim's 256-byte record. */
-export interface CmEvent {
-  type: number;
-  status: number;
-  id: bigint;
-  listenId: bigint;
-  privateData: Uint8Array;
-}
+/** A CM event copied out of the shim's 256-byte record (`struct shim_cm_event`, ffi/records.ts). */
+export type CmEvent = CmEventRecord;
 
 /** rdma_cm_event_type values. */
 export const CM = {
@@ -61,8 +55,7 @@ export class Progress {
   readonly #waitset: Handle;
   readonly #conns = new Set<Pollable>();
   readonly #cmHandlers = new Map<bigint, (ev: CmEvent) => void>();
-  readonly #eventRec = new Uint8Array(RECORD_SIZES.cmEvent);
-  readonly #eventView = new DataView(this.#eventRec.buffer);
+  readonly #event = new CmEventBuffer();
   #worker: Worker | undefined;
   #workerReady = false;
   /** A wait was posted to the worker and has not returned. */
@@ -167,16 +160,9 @@ export class Progress {
   #drainCm(): number {
     let n = 0;
     const fn = this.shim.fn;
-    while (fn.shim_channel_get_event(this.channel.ptr, this.#eventRec) === 0) {
+    while (fn.shim_channel_get_event(this.channel.ptr, this.#event.bytes) === 0) {
       n++;
-      const v = this.#eventView;
-      const ev: CmEvent = {
-        type: v.getUint32(0, true),
-        status: v.getInt32(4, true),
-        id: v.getBigUint64(8, true),
-        listenId: v.getBigUint64(16, true),
-        privateData: this.#eventRec.slice(32, 32 + v.getUint32(24, true)),
-      };
+      const ev = this.#event.read();
       const handler = this.#cmHandlers.get(ev.type === CM.CONNECT_REQUEST ? ev.listenId : ev.id);
       handler?.(ev);
     }

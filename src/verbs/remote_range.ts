@@ -17,7 +17,7 @@
  * @module
  */
 import type { Binding, Ptr } from "../../ffi/mod.ts";
-import { RECORD_SIZES } from "../../ffi/mod.ts";
+import { readMrInfo, RECORD_SIZES } from "../../ffi/mod.ts";
 import { unwrap } from "./errors.ts";
 import { type Access, accessBits, type MemoryRegion } from "./memory.ts";
 import { create, type Handle } from "./native.ts";
@@ -44,9 +44,9 @@ export class RemoteRange {
       shim.fn.shim_mr_sub_create(conn, parent.unsafeHandle, offset, length, accessBits(access), o));
     const info = new Uint8Array(RECORD_SIZES.mrInfo);
     unwrap("shim_mr_info", shim.fn.shim_mr_info(this.#handle.ptr, info));
-    const dv = new DataView(info.buffer);
-    this.address = dv.getBigUint64(0, true);
-    this.rkey = dv.getUint32(20, true);
+    const rec = readMrInfo(info);
+    this.address = rec.address;
+    this.rkey = rec.rkey;
     this.offset = offset;
     this.length = length;
   }
