@@ -1,55 +1,30 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SessionCluster, type SessionClusterOptions } from "../src/cluster/session_cluster.ts";
+import { SessionCluster } from "../src/cluster/session_cluster.ts";
 import { parseSessionCookie } from "../src/cluster/cookie.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
-import type { MessageListener } from "../src/sdp/types.ts";
+import { connect } from "../src/sdp/mod.ts";
 import type { SnapshotUpdate } from "../src/session/types.ts";
-import { until } from "./fixtures/wait.ts";
+import { dialer, listenPeers, startCluster as startInProcess, type StartClusterOptions } from "./fixtures/cluster.ts";
+import { quietLogger, until } from "./fixtures/wait.ts";
 
-/** In-process listeners (loopback transport) for `ids`, and the peer list naming them. */
-async function loopbackPeers(ids: string[]): Promise<{ listeners: Map<string, MessageListener>; peers: PeerConfig[] }> {
-  const listeners = new Map<string, MessageListener>();
-  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `node-${id}`, port: 0 }));
-  const peers = ids.map((id) => ({ id, host: `node-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" as const }));
-  return { listeners, peers };
-}
-
-const dial = (p: PeerConfig) => connect({ transport: "loopback", host: p.host, port: p.port });
+const dial = dialer("loopback");
 
 const SECRET = "test-cluster-secret-0123456789";
 
-function quiet() {
-  const lines: string[] = [];
-  return { lines, warn: (m: string) => void lines.push(m) };
+async function startCluster(ids: string[], extra: Partial<StartClusterOptions["cluster"]> = {}) {
+  const log = quietLogger();
+  const cluster = await startInProcess(ids, {
+    cluster: {
+      secret: SECRET,
+      logger: log,
+      heartbeatIntervalMs: 50,
+      // Also the lease: long enough that a loaded machine's timer delays do not lapse it.
+      heartbeatTimeoutMs: 1500,
+      ...extra,
+    },
+  });
+  return { ...cluster, log };
 }
-
-async function startCluster(ids: string[], extra: Partial<SessionClusterOptions> = {}) {
-  const { listeners, peers } = await loopbackPeers(ids);
-  const log = quiet();
-  const nodes = new Map<string, SessionCluster>();
-  for (const id of ids) {
-    nodes.set(
-      id,
-      new SessionCluster({
-        self: id,
-        peers,
-        secret: SECRET,
-        listener: listeners.get(id)!,
-        dial,
-        logger: log,
-        heartbeatIntervalMs: 50,
-        // Also the lease: long enough that a loaded machine's timer delays do not lapse it.
-        heartbeatTimeoutMs: 1500,
-        ...extra,
-      }),
-    );
-  }
-  for (const n of nodes.values()) assert.ok(await n.waitForPeers(5000), "peers up");
-  return { nodes, log, peers, close: () => Promise.all([...nodes.values()].map((n) => n.close())) };
-}
-
 
 test("cluster replicates a committed change to the rendezvous-chosen secondary", async () => {
   const c = await startCluster(["a", "b", "c"]);
@@ -215,9 +190,9 @@ test("cluster replica fences an update from an older epoch; a fenced write is no
 });
 
 test("cluster rejects a peer without the secret and closes its connection", async () => {
-  const { listeners, peers } = await loopbackPeers(["a", "b"]);
-  const logA = quiet();
-  const logB = quiet();
+  const { listeners, peers } = await listenPeers(["a", "b"]);
+  const logA = quietLogger();
+  const logB = quietLogger();
   const a = new SessionCluster({ self: "a", peers, secret: SECRET, listener: listeners.get("a")!, dial, logger: logA });
   const b = new SessionCluster({
     self: "b",

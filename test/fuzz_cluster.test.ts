@@ -18,15 +18,15 @@ import process from "node:process";
 import assert from "node:assert/strict";
 import { authenticateWithKeys } from "../src/cluster/auth.ts";
 import { SealedSocket } from "../src/cluster/sealed_socket.ts";
-import { SessionCluster } from "../src/cluster/session_cluster.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
 import { RmiEndpoint } from "../src/rmi/endpoint.ts";
 import { encodeCall } from "../src/rmi/frame.ts";
 import { jsonCodec } from "../src/rmi/codec.ts";
 import type { AckMode } from "../src/rmi/types.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
-import type { MessageListener, MessageSocket } from "../src/sdp/types.ts";
-import { bsdh, collect, goodHello, hostileValue, installCrashGuard, rawTcp, Rng, rssMiB, sampleRss, SEED } from "./fixtures/fuzz.ts";
+import { connect } from "../src/sdp/mod.ts";
+import type { MessageSocket } from "../src/sdp/types.ts";
+import { startCluster } from "./fixtures/cluster.ts";
+import { bsdh, collect, goodHello, hostileValue, installCrashGuard, rawTcp, Rng, rssMiB, sampleRss, SEED, settled } from "./fixtures/fuzz.ts";
+import { quietLogger } from "./fixtures/wait.ts";
 
 const SECRET = "fuzz-cluster-secret-0123456789abcdef";
 const IDS = ["a", "b", "c"];
@@ -46,25 +46,9 @@ const ROUND_GROWTH_MIB = 48;
 /** The fuzz runs this many times over. */
 const ROUNDS = 2;
 
-/** RSS and retained memory once closing sockets are gone (they wait up to closeTimeoutMs, 2 s, for the peer's DISCONN) and garbage is collected. */
-async function settled(): Promise<{ rss: number; retained: number }> {
-  await new Promise((r) => setTimeout(r, 2500));
-  collect();
-  await new Promise((r) => setTimeout(r, 100));
-  collect();
-  const m = process.memoryUsage();
-  return { rss: rssMiB(), retained: (m.heapUsed + m.external) / (1024 * 1024) };
-}
 /** The fuzz phases stop early (with a note) after this long; counts are the real bound. */
 const BUDGET_MS = 24_000;
 const METHODS = ["replicate", "resync", "handover", "rebind", "fenced", "ping", "suspect", "dead", "nosuch", "__proto__", "constructor", "toString"];
-
-function quiet() {
-  const lines: string[] = [];
-  return { lines, warn: (m: string) => void lines.push(m) };
-}
-
-const dial = (p: PeerConfig) => connect({ transport: "tcp", host: p.host, port: p.port });
 
 function closedWithin(socket: { closed: Promise<unknown> }, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout>;
@@ -139,29 +123,26 @@ function hostileArgs(rng: Rng, method: string, realId: string, impersonated: str
 test(`fuzz: the cluster port survives hostile input while a client keeps replicating (seed ${SEED})`, { timeout: 90_000 }, async () => {
   const guard = installCrashGuard();
   const rng = new Rng(SEED);
-  const log = quiet();
-  const listeners = new Map<string, MessageListener>();
-  for (const id of IDS) listeners.set(id, await listen({ transport: "tcp", host: "127.0.0.1", port: 0 }));
-  const peers = IDS.map((id) => ({ id, host: "127.0.0.1", port: listeners.get(id)!.address.port, transport: "tcp" as const }));
-  const nodes = new Map<string, SessionCluster>();
-  for (const id of IDS) {
-    nodes.set(id, new SessionCluster({
-      self: id,
-      peers,
+  const log = quietLogger();
+  const cluster = await startCluster(IDS, {
+    transport: "tcp",
+    cluster: {
       secret: SECRET,
-      listener: listeners.get(id)!,
-      dial,
       logger: log,
       heartbeatIntervalMs: 100,
       // Also the lease: long enough that a loaded machine's timer delays do not lapse it.
       heartbeatTimeoutMs: 4000,
       handshakeTimeoutMs: 1500,
       ackTimeoutMs: 10_000,
-    }));
-  }
+    },
+    peersUpMs: 15_000,
+  }).catch((error) => {
+    guard.uninstall();
+    throw error;
+  });
+  const { nodes, listeners } = cluster;
   const notes: string[] = [];
   try {
-    for (const n of nodes.values()) assert.ok(await n.waitForPeers(15_000), "peers up");
     const a = nodes.get("a")!;
     const session = a.create();
     for (let i = 0; i < 20; i++) assert.equal(await a.commit(session.id, { n: -1, warm: i }, [], { ack: "applied" }), "applied");
@@ -260,7 +241,7 @@ test(`fuzz: the cluster port survives hostile input while a client keeps replica
       }
 
       // 4. Authenticated, hostile: every method, hostile arguments, every ack mode; then an unsealed frame.
-      const hostileLog = quiet();
+      const hostileLog = quietLogger();
       for (let c = 0; c < 6 && inBudget("authenticated hostile"); c++) {
         const to = target(c);
         const as = IDS[(IDS.indexOf(to) + 1 + (c % 2)) % IDS.length];
@@ -323,7 +304,7 @@ test(`fuzz: the cluster port survives hostile input while a client keeps replica
       assert.ok(x < roundRetained[0] + ROUND_GROWTH_MIB, `retained after round ${i + 1} ${x.toFixed(1)} MiB < after round 1 ${roundRetained[0].toFixed(1)} + ${ROUND_GROWTH_MIB} MiB`);
     }
   } finally {
-    await Promise.all([...nodes.values()].map((n) => n.close()));
+    await cluster.close();
     guard.uninstall();
   }
 });

@@ -7,13 +7,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { SessionCluster, SessionUnavailableError } from "../src/cluster/session_cluster.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
 import { sessions, type SessionVariables } from "../src/http/hono.ts";
-import { type RunningServer, serve } from "../src/http/serve.ts";
 import { metricsHandler } from "../src/metrics/cluster.ts";
 import type { AckMode } from "../src/rmi/types.ts";
-import type { MessageListener } from "../src/sdp/types.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
+import { serveEach, startCluster as startInProcess } from "./fixtures/cluster.ts";
 
 const SECRET = "hono-test-cluster-secret-0123456";
 
@@ -62,35 +59,12 @@ function shopApp(cluster: SessionCluster, ackMode?: AckMode) {
 }
 
 async function startCluster(ids: string[], ackMode: AckMode = "transport") {
-  const listeners = new Map<string, MessageListener>();
-  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `hono-${id}`, port: 0 }));
-  const peers: PeerConfig[] = ids.map((id) => ({ id, host: `hono-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" }));
-  const clusters = new Map<string, SessionCluster>();
-  const servers = new Map<string, RunningServer>();
-  for (const id of ids) {
-    const cluster = new SessionCluster({
-      self: id,
-      peers,
-      secret: SECRET,
-      listener: listeners.get(id)!,
-      dial: (p) => connect({ transport: "loopback", host: p.host, port: p.port }),
-      logger: { warn: () => {} },
-      ackMode,
-      heartbeatIntervalMs: 100,
-      heartbeatTimeoutMs: 60_000,
-    });
-    clusters.set(id, cluster);
-    servers.set(id, await serve(shopApp(cluster).fetch));
-  }
-  for (const c of clusters.values()) assert.ok(await c.waitForPeers(5000));
-  return {
-    clusters,
-    servers,
-    async close() {
-      for (const s of servers.values()) await s.close();
-      for (const c of clusters.values()) await c.close();
-    },
-  };
+  const cluster = await startInProcess(ids, {
+    prefix: "hono",
+    cluster: { secret: SECRET, logger: { warn: () => {} }, ackMode, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 60_000 },
+  });
+  const shop = await serveEach(cluster, (node) => shopApp(node).fetch);
+  return { clusters: shop.nodes, servers: shop.servers, close: shop.close };
 }
 
 function cookieOf(response: Response): string {

@@ -1,14 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SessionCluster } from "../src/cluster/session_cluster.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
-import { serve, type RunningServer } from "../src/http/serve.ts";
 import { withSessions } from "../src/http/with_sessions.ts";
 import type { Session } from "../src/http/session.ts";
 import { SessionTooLargeError } from "../src/session/errors.ts";
 import type { AckMode } from "../src/rmi/types.ts";
-import type { MessageListener, MessageSocket } from "../src/sdp/types.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
+import type { MessageSocket } from "../src/sdp/types.ts";
+import { dialer, serveEach, startCluster } from "./fixtures/cluster.ts";
 
 const SECRET = "http-test-cluster-secret-012345";
 
@@ -74,39 +71,21 @@ class Stall {
 
 async function startShop(ids: string[], ackMode: AckMode = "transport", ackTimeoutMs = 1000) {
   const stall = new Stall();
-  const listeners = new Map<string, MessageListener>();
-  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `shop-${id}`, port: 0 }));
-  const peers: PeerConfig[] = ids.map((id) => ({ id, host: `shop-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" }));
-  const logger = { warn: () => {} };
-  const clusters = new Map<string, SessionCluster>();
-  const servers = new Map<string, RunningServer>();
-  for (const id of ids) {
-    const cluster = new SessionCluster({
-      self: id,
-      peers,
+  const cluster = await startCluster(ids, {
+    prefix: "shop",
+    cluster: {
       secret: SECRET,
-      listener: listeners.get(id)!,
-      dial: async (p) => stall.wrap(await connect({ transport: "loopback", host: p.host, port: p.port })),
-      logger,
+      dial: async (p) => stall.wrap(await dialer("loopback")(p)),
+      logger: { warn: () => {} },
       ackMode,
       ackTimeoutMs,
       maxSessionBytes: 4096,
       heartbeatIntervalMs: 100,
       heartbeatTimeoutMs: 60_000,
-    });
-    clusters.set(id, cluster);
-    servers.set(id, await serve(withSessions(shop, { cluster, replicationHeader: "x-replication" })));
-  }
-  for (const c of clusters.values()) assert.ok(await c.waitForPeers(5000));
-  return {
-    clusters,
-    servers,
-    stall,
-    async close() {
-      for (const s of servers.values()) await s.close();
-      for (const c of clusters.values()) await c.close();
     },
-  };
+  });
+  const shopCluster = await serveEach(cluster, (node) => withSessions(shop, { cluster: node, replicationHeader: "x-replication" }));
+  return { clusters: shopCluster.nodes, servers: shopCluster.servers, stall, close: shopCluster.close };
 }
 
 function cookieOf(response: Response): string | undefined {

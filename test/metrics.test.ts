@@ -6,13 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SessionCluster } from "../src/cluster/session_cluster.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
 import { serve } from "../src/http/serve.ts";
 import { withSessions } from "../src/http/with_sessions.ts";
 import { clusterMetrics, metricsHandler } from "../src/metrics/cluster.ts";
 import { escapeLabelValue, Exposition, formatValue, Histogram } from "../src/metrics/exposition.ts";
-import type { MessageListener } from "../src/sdp/types.ts";
-import { connect, listen } from "../src/sdp/mod.ts";
+import { startCluster } from "./fixtures/cluster.ts";
 
 /**
  * A strict reading of the text format: every line is a HELP, a TYPE or a
@@ -168,23 +166,11 @@ test("metrics: clusterMetrics reads stats() defensively (missing fields are left
 });
 
 test("metrics: metricsHandler serves a real cluster's counters over a real server, and they move with traffic", async () => {
-  const ids = ["a", "b"];
-  const listeners = new Map<string, MessageListener>();
-  for (const id of ids) listeners.set(id, await listen({ transport: "loopback", host: `metrics-${id}`, port: 0 }));
-  const peers: PeerConfig[] = ids.map((id) => ({ id, host: `metrics-${id}`, port: listeners.get(id)!.address.port, transport: "loopback" }));
-  const clusters = ids.map((id) =>
-    new SessionCluster({
-      self: id,
-      peers,
-      secret: "metrics-test-cluster-secret-0123",
-      listener: listeners.get(id)!,
-      dial: (p) => connect({ transport: "loopback", host: p.host, port: p.port }),
-      logger: { warn: () => {} },
-      heartbeatIntervalMs: 100,
-      heartbeatTimeoutMs: 60_000,
-    })
-  );
-  for (const c of clusters) assert.ok(await c.waitForPeers(5000));
+  const cluster = await startCluster(["a", "b"], {
+    prefix: "metrics",
+    cluster: { secret: "metrics-test-cluster-secret-0123", logger: { warn: () => {} }, heartbeatIntervalMs: 100, heartbeatTimeoutMs: 60_000 },
+  });
+  const clusters = [...cluster.nodes.values()];
   const [a] = clusters;
   const app = withSessions((request, session) => {
     if (new URL(request.url).pathname === "/metrics") return metricsHandler(a)(request);
@@ -226,6 +212,6 @@ test("metrics: metricsHandler serves a real cluster's counters over a real serve
     assert.equal(value(b, "rdma_sessions_sessions", { role: "replica" }), 1);
   } finally {
     await server.close();
-    for (const c of clusters) await c.close();
+    await cluster.close();
   }
 });

@@ -6,6 +6,7 @@ import { encodeCall } from "../src/rmi/frame.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { connect, listen } from "../src/sdp/mod.ts";
+import { quietLogger } from "./fixtures/wait.ts";
 
 type PairFactory = () => Promise<[MessageSocket, MessageSocket]>;
 
@@ -23,11 +24,6 @@ const transports: [string, PairFactory][] = [
     return [a, b];
   }],
 ];
-
-function quietLogger() {
-  const lines: string[] = [];
-  return { lines, warn: (m: string) => void lines.push(m) };
-}
 
 for (const [name, makePair] of transports) {
   test(`rmi over ${name} resolves calls per ack mode and returns results in applied mode`, async () => {
