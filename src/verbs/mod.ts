@@ -6,8 +6,10 @@
  */
 export { devices, hasActiveDevice, remoteAccessProbe } from "./device.ts";
 export type { DeviceInfo, PortInfo, PortState } from "./device.ts";
-export { connect, ConnectionRequest, listen, OPCODE, RdmaConnection, RdmaListener } from "./connection.ts";
-export type { Completion, ConnectionOptions, ConnectOptions, ListenOptions } from "./connection.ts";
+export { connect, ConnectionRequest, listen, RdmaListener } from "./cm.ts";
+export type { ConnectOptions, ListenOptions } from "./cm.ts";
+export { OPCODE, RdmaConnection } from "./connection.ts";
+export type { Completion, ConnectionOptions } from "./connection.ts";
 export { MemoryRegion, registeredBytes } from "./memory.ts";
 export { RemoteRange } from "./remote_range.ts";
 export type { Access } from "./memory.ts";
