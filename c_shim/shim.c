@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,18 +69,6 @@ int shim_record_sizes(uint32_t *out4) {
   out4[1] = sizeof(struct shim_cm_event);
   out4[2] = sizeof(struct shim_device_info);
   out4[3] = (uint32_t)sizeof(struct shim_mr_info) | ((uint32_t)sizeof(struct shim_conn_info) << 16);
-  return 0;
-}
-
-int shim_strerror(int err, char *buf, uint32_t len) {
-  int e = err < 0 ? -err : err;
-  const char *name = strerrorname_np(e);
-  snprintf(buf, len, "%s (%d): %s", name ? name : "E?", e, strerror(e));
-  return 0;
-}
-
-int shim_wc_status_str(uint32_t status, char *buf, uint32_t len) {
-  snprintf(buf, len, "%s", ibv_wc_status_str((enum ibv_wc_status)status));
   return 0;
 }
 
@@ -220,12 +207,6 @@ int shim_channel_get_event(struct shim_channel *ch, struct shim_cm_event *out) {
     out->pdata_len = n;
   }
   rdma_ack_cm_event(ev);
-  return 0;
-}
-
-int shim_channel_destroy(struct shim_channel *ch) {
-  rdma_destroy_event_channel(ch->ch);
-  free(ch);
   return 0;
 }
 
@@ -540,14 +521,6 @@ int shim_ack_events(struct shim_conn *c) {
   return n;
 }
 
-int shim_wait(struct shim_conn *c, int32_t timeout_ms) {
-  struct pollfd p = {.fd = c->comp->fd, .events = POLLIN};
-  int rc = poll(&p, 1, timeout_ms);
-  if (rc < 0) return neg_errno();
-  if (rc == 0) return 0;
-  return shim_ack_events(c) > 0 ? 1 : 0;
-}
-
 /* ---- wait set ------------------------------------------------------------ */
 
 int shim_waitset_create(struct shim_waitset **out) {
@@ -595,11 +568,4 @@ int shim_waitset_wait(struct shim_waitset *ws, int32_t timeout_ms) {
 int shim_waitset_wake(struct shim_waitset *ws) {
   uint64_t one = 1;
   return write(ws->wakefd, &one, sizeof one) < 0 ? neg_errno() : 0;
-}
-
-int shim_waitset_destroy(struct shim_waitset *ws) {
-  close(ws->wakefd);
-  close(ws->epfd);
-  free(ws);
-  return 0;
 }

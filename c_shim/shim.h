@@ -134,8 +134,6 @@ struct rdma_cm_id;
 /* library */
 int shim_abi_version(void);
 int shim_record_sizes(uint32_t *out4); /* wc, cm_event, device_info, mr_info+conn_info<<16 */
-int shim_strerror(int err, char *buf, uint32_t len);
-int shim_wc_status_str(uint32_t status, char *buf, uint32_t len);
 
 /* devices */
 int shim_device_count(void);
@@ -148,7 +146,6 @@ int shim_device_range_probe(uint32_t index);
 int shim_channel_create(struct shim_channel **out);
 int shim_channel_fd(struct shim_channel *ch);
 int shim_channel_get_event(struct shim_channel *ch, struct shim_cm_event *out); /* -EAGAIN when none */
-int shim_channel_destroy(struct shim_channel *ch);
 int shim_id_create(struct shim_channel *ch, struct rdma_cm_id **out);
 int shim_id_bind_listen(struct rdma_cm_id *id, const char *host, uint32_t port, int32_t backlog);
 int shim_id_resolve_addr(struct rdma_cm_id *id, const char *host, uint32_t port, uint32_t timeout_ms);
@@ -189,7 +186,6 @@ int shim_post_write(struct shim_conn *c, struct shim_mr *mr, uint32_t off, uint3
 int shim_poll(struct shim_conn *c, uint32_t max); /* records written to the ring from index 0 */
 int shim_arm(struct shim_conn *c);                 /* request a notification for the next completion */
 int shim_ack_events(struct shim_conn *c);          /* consume pending channel events without blocking */
-int shim_wait(struct shim_conn *c, int32_t timeout_ms); /* blocking: 1 event, 0 timeout */
 
 /* a wait set over many fds, so one off-main-thread waiter can sleep for all connections */
 int shim_waitset_create(struct shim_waitset **out);
@@ -197,6 +193,5 @@ int shim_waitset_add(struct shim_waitset *ws, int32_t fd);
 int shim_waitset_remove(struct shim_waitset *ws, int32_t fd);
 int shim_waitset_wait(struct shim_waitset *ws, int32_t timeout_ms); /* blocking: fds ready, 0 timeout */
 int shim_waitset_wake(struct shim_waitset *ws);                     /* makes a wait return now */
-int shim_waitset_destroy(struct shim_waitset *ws);
 
 #endif

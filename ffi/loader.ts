@@ -19,7 +19,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Binding, RECORD_SIZES, SHIM_ABI_VERSION } from "./symbols.ts";
+import { RECORD_SIZES } from "./records.ts";
+import { type Binding, SHIM_ABI_VERSION } from "./symbols.ts";
 
 /** The shim could not be found, built, loaded or trusted; `hint` says what to do. */
 export class ShimLoadError extends Error {

@@ -8,11 +8,10 @@
 import { loadBinding } from "./loader.ts";
 import type { Binding } from "./symbols.ts";
 
-export { buildShim, cacheDir, ShimLoadError, shimHash } from "./loader.ts";
+export { ShimLoadError } from "./loader.ts";
 export type { Binding, Ptr, ShimFunctions } from "./symbols.ts";
-export { RECORD_SIZES, SHIM_ABI_VERSION, symbols } from "./symbols.ts";
-export { CmEventBuffer, CompletionRing, LAYOUTS, readConnInfo, readDeviceInfo, readMrInfo } from "./records.ts";
-export type { CmEventRecord, ConnInfoRecord, DeviceInfoRecord, MrInfoRecord, PortInfoRecord, RecordLayout } from "./records.ts";
+export { SHIM_ABI_VERSION } from "./symbols.ts";
+export { CmEventBuffer, type CmEventRecord, CompletionRing, readConnInfo, readDeviceInfo, readMrInfo, RECORD_SIZES } from "./records.ts";
 
 let loading: Promise<Binding> | undefined;
 

@@ -167,7 +167,7 @@ export const RECORD_SIZES = {
 } as const;
 
 /** Maximum ports a device record describes (`ports[4]`). */
-export const DEVICE_MAX_PORTS = DEVICE_INFO_LAYOUT.fields.ports.bytes / PORT_INFO_LAYOUT.size;
+const DEVICE_MAX_PORTS = DEVICE_INFO_LAYOUT.fields.ports.bytes / PORT_INFO_LAYOUT.size;
 
 // ---- readers -----------------------------------------------------------------
 

@@ -22,31 +22,12 @@ export interface SymbolSpec {
 /** ABI version the loader requires (`SHIM_ABI_VERSION` in shim.h). */
 export const SHIM_ABI_VERSION = 2;
 
-/** Record sizes the loader checks against `shim_record_sizes` (layouts: records.ts). */
-export { RECORD_SIZES } from "./records.ts";
-
 export const symbols = {
   // int shim_abi_version(void)
   shim_abi_version: { parameters: [], result: "i32" },
   shim_record_sizes: {
     parameters: [
       "buf", // uint32_t *out4
-    ],
-    result: "i32",
-  },
-  shim_strerror: {
-    parameters: [
-      "i32", // int err
-      "buf", // char *buf
-      "u32", // uint32_t len
-    ],
-    result: "i32",
-  },
-  shim_wc_status_str: {
-    parameters: [
-      "u32", // uint32_t status
-      "buf", // char *buf
-      "u32", // uint32_t len
     ],
     result: "i32",
   },
@@ -85,12 +66,6 @@ export const symbols = {
     parameters: [
       "ptr", // struct shim_channel *ch
       "buf", // struct shim_cm_event *out
-    ],
-    result: "i32",
-  },
-  shim_channel_destroy: {
-    parameters: [
-      "ptr", // struct shim_channel *ch
     ],
     result: "i32",
   },
@@ -299,13 +274,6 @@ export const symbols = {
     ],
     result: "i32",
   },
-  shim_wait: {
-    parameters: [
-      "ptr", // struct shim_conn *c
-      "i32", // int32_t timeout_ms
-    ],
-    result: "i32",
-  },
 
   shim_waitset_create: {
     parameters: [
@@ -335,12 +303,6 @@ export const symbols = {
     result: "i32",
   },
   shim_waitset_wake: {
-    parameters: [
-      "ptr", // struct shim_waitset *ws
-    ],
-    result: "i32",
-  },
-  shim_waitset_destroy: {
     parameters: [
       "ptr", // struct shim_waitset *ws
     ],

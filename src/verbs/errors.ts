@@ -3,8 +3,6 @@
  *
  * @module
  */
-import type { Binding } from "../../ffi/mod.ts";
-
 /** Errno names for the codes rdma_cm and verbs commonly return (Linux x86-64). */
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 11: "EAGAIN", 12: "ENOMEM", 13: "EACCES", 14: "EFAULT",
@@ -65,11 +63,4 @@ export class ConnectionClosedError extends Error {
 export function unwrap(op: string, rc: number): number {
   if (rc < 0) throw new RdmaError(op, rc);
   return rc;
-}
-
-/** Text of an errno from the shim (`strerrorname_np` + `strerror`). */
-export function strerror(shim: Binding, rc: number): string {
-  const buf = new Uint8Array(160);
-  shim.fn.shim_strerror(rc, buf, buf.length);
-  return new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
 }

@@ -37,7 +37,7 @@ export const CM_EVENT_NAMES: Record<number, string> = Object.fromEntries(
 );
 
 /** What a connection gives progress. */
-export interface Pollable {
+interface Pollable {
   readonly cqFd: number;
   /** Polls and dispatches; returns completions handled. */
   poll(): number;
