@@ -230,6 +230,28 @@ function ourPath(name: string, s: any): Path {
   };
 }
 
+/** Counts the bytes an echo peer sends back; `roundTrip(write)` writes a frame of `frameLength` bytes and resolves once one more whole frame has come back. */
+function echoCounter(frameLength: number): { data(d: Uint8Array): void; roundTrip(write: () => void): Promise<void> } {
+  let got = 0;
+  let wake: (() => void) | undefined;
+  return {
+    data: (d) => {
+      got += d.length;
+      if (got >= frameLength) {
+        got -= frameLength;
+        const w = wake;
+        wake = undefined;
+        w?.();
+      }
+    },
+    roundTrip: (write) => {
+      const p = new Promise<void>((r) => (wake = r));
+      write();
+      return p;
+    },
+  };
+}
+
 async function nodeNetPath(port: number): Promise<Path> {
   const sock = await new Promise<net.Socket>((resolve, reject) => {
     const s = net.connect({ host: "127.0.0.1", port }, () => resolve(s));
@@ -237,24 +259,11 @@ async function nodeNetPath(port: number): Promise<Path> {
   });
   sock.setNoDelay(true);
   const frame = lengthPrefixed(SIZE);
-  let got = 0;
-  let wake: (() => void) | undefined;
-  sock.on("data", (d: Uint8Array) => {
-    got += d.length;
-    if (got >= frame.length) {
-      got -= frame.length;
-      const w = wake;
-      wake = undefined;
-      w?.();
-    }
-  });
+  const echo = echoCounter(frame.length);
+  sock.on("data", echo.data);
   return {
     name: "tcp node:net ping-pong",
-    rt: () => {
-      const p = new Promise<void>((r) => (wake = r));
-      sock.write(frame);
-      return p;
-    },
+    rt: () => echo.roundTrip(() => sock.write(frame)),
     close: () => void sock.destroy(),
   };
 }
@@ -266,30 +275,15 @@ async function nativePath(port: number): Promise<Path> {
     Deno?: { connect(o: { hostname: string; port: number }): Promise<DenoConn> };
   };
   if (g.Bun) {
-    let got = 0;
-    let wake: (() => void) | undefined;
+    const echo = echoCounter(frame.length);
     const s = await g.Bun.connect({
       hostname: "127.0.0.1",
       port,
-      socket: {
-        data(_s: unknown, d: Uint8Array) {
-          got += d.length;
-          if (got >= frame.length) {
-            got -= frame.length;
-            const w = wake;
-            wake = undefined;
-            w?.();
-          }
-        },
-      },
+      socket: { data: (_s: unknown, d: Uint8Array) => echo.data(d) },
     });
     return {
       name: "tcp native ping-pong",
-      rt: () => {
-        const p = new Promise<void>((r) => (wake = r));
-        s.write(frame);
-        return p;
-      },
+      rt: () => echo.roundTrip(() => s.write(frame)),
       close: () => s.end(),
     };
   }

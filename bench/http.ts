@@ -13,10 +13,12 @@
  */
 import { type ChildProcess } from "node:child_process";
 import {
-  childResult,
   firstJsonLine,
   freePort,
+  LOADGEN,
+  type LoadResult,
   progress,
+  runLoad,
   type Runtime,
   spawnRuntime,
   stopChild,
@@ -30,19 +32,11 @@ export const HTTP_MODES = [
   "applied",
 ] as const;
 
-export interface HttpRun {
+export interface HttpRun extends LoadResult {
   runtime: Runtime;
   /** Virtual users of the load generator: 1 shows the latency a request adds, 8 saturates the 2 cores. */
   concurrency: number;
   mode: typeof HTTP_MODES[number];
-  p50Ms: number;
-  p99Ms: number;
-  meanMs: number;
-  rps: number;
-  requests: number;
-  errors: number;
-  statuses: Record<string, number>;
-  replication: Record<string, number>;
 }
 
 export async function runHttp(
@@ -65,63 +59,19 @@ export async function runHttp(
         const children: ChildProcess[] = [];
         try {
           const [pa, pb] = [await freePort(), await freePort()];
-          let port: number;
-          if (mode !== "plain" && mode !== "sessions") {
-            const sec = spawnRuntime(rt, "bench/http_server.ts", [
-              "secondary",
-              String(pa),
-              String(pb),
-            ]);
-            children.push(sec);
-            const server = spawnRuntime(rt, "bench/http_server.ts", [
-              mode,
-              String(pa),
-              String(pb),
-            ]);
-            children.push(server);
-            await firstJsonLine(sec, "secondary");
-            port = (await firstJsonLine<{ httpPort: number }>(
-              server,
-              `http server ${mode}`,
-            )).httpPort;
-          } else {
-            const server = spawnRuntime(rt, "bench/http_server.ts", [
-              mode,
-              String(pa),
-              String(pb),
-            ]);
-            children.push(server);
-            port = (await firstJsonLine<{ httpPort: number }>(
-              server,
-              `http server ${mode}`,
-            )).httpPort;
-          }
-          progress(
-            `http ${rt} ${mode}: ${concurrency} users for ${durationMs} ms…`,
-          );
-          const load = spawnRuntime("bun", "bench/loadgen.ts", [
-            `http://127.0.0.1:${port}/`,
-            String(concurrency),
-            String(durationMs),
-            String(warmupMs),
-          ]);
-          const r = await childResult<Omit<HttpRun, "runtime" | "mode">>(
-            load,
-            "loadgen",
-          );
-          runs.push({
-            runtime: rt,
-            concurrency,
-            mode,
-            p50Ms: r.p50Ms,
-            p99Ms: r.p99Ms,
-            meanMs: r.meanMs,
-            rps: r.rps,
-            requests: r.requests,
-            errors: r.errors,
-            statuses: r.statuses,
-            replication: r.replication,
-          });
+          const start = (role: string) => {
+            const child = spawnRuntime(rt, "bench/http_server.ts", [role, String(pa), String(pb)]);
+            children.push(child);
+            return child;
+          };
+          // The replicating modes have a secondary; it starts first.
+          const secondary = mode !== "plain" && mode !== "sessions" ? start("secondary") : undefined;
+          const server = start(mode);
+          if (secondary) await firstJsonLine(secondary, "secondary");
+          const port = (await firstJsonLine<{ httpPort: number }>(server, `http server ${mode}`)).httpPort;
+          progress(`http ${rt} ${mode}: ${concurrency} users for ${durationMs} ms…`);
+          const r = await runLoad(`http://127.0.0.1:${port}/`, concurrency, durationMs, warmupMs);
+          runs.push({ runtime: rt, concurrency, mode, ...r });
           progress(
             `http ${rt} ${mode} ×${concurrency}: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, ${r.rps} req/s, replication ${
               JSON.stringify(r.replication)
@@ -136,7 +86,7 @@ export async function runHttp(
   return {
     concurrencies,
     durationMs,
-    loadgen: "bun (bench/loadgen.ts, fetch, closed loop, one session per user)",
+    loadgen: LOADGEN,
     runs,
   };
 }

@@ -6,19 +6,18 @@
  * Child protocol: a benchmark module run as a script writes progress to
  * stderr and exactly one line `BENCH_JSON <json>` to stdout; `runChild`
  * spawns it under Bun or Deno, forwards its stderr live and returns the JSON.
+ * Spawning, announcing, stopping and free ports come from
+ * `scripts/lib/child.ts`, which the tests use too.
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import type { ChildProcess } from "node:child_process";
 import { Bench } from "tinybench";
+import { currentRuntime, type Runtime, spawnRuntime as spawnChild } from "../scripts/lib/child.ts";
 
-export type Runtime = "bun" | "deno";
+export { collectOutput, firstJsonLine, freePort, killChild, ROOT, type Runtime, runtimeArgv, stopChild } from "../scripts/lib/child.ts";
 
-export const runtime: Runtime = "Bun" in globalThis ? "bun" : "deno";
-export const ROOT = join(dirname(fileURLToPath(new URL(import.meta.url).href)), "..");
-const BIN = join(ROOT, "node_modules", ".bin");
+export const runtime: Runtime = currentRuntime;
 
 /** One progress line on stderr, prefixed with the runtime. */
 export function progress(line: string): void {
@@ -111,17 +110,9 @@ export function emit(result: unknown): void {
   process.stdout.write(`BENCH_JSON ${JSON.stringify(result)}\n`);
 }
 
-/** Command line for running `script` (repo-relative) under `rt`. */
-export function runtimeArgv(rt: Runtime, script: string, args: string[] = []): [string, string[]] {
-  const file = join(ROOT, script);
-  if (rt === "bun") return [join(BIN, "bun"), [file, ...args]];
-  return [join(BIN, "deno"), ["run", "-A", "--v8-flags=--expose-gc", file, ...args]];
-}
-
-/** Spawns a benchmark module under `rt` (stdout piped, stderr live). */
+/** Spawns a benchmark module under `rt` (Deno with `--expose-gc`; stdout piped, stderr live). */
 export function spawnRuntime(rt: Runtime, script: string, args: string[] = [], stdin: "pipe" | "ignore" = "ignore"): ChildProcess {
-  const [cmd, argv] = runtimeArgv(rt, script, args);
-  return spawn(cmd, argv, { stdio: [stdin, "pipe", "inherit"], env: process.env });
+  return spawnChild(rt, script, args, { stdin, exposeGc: true });
 }
 
 /** Collects a child's stdout lines; resolves the `BENCH_JSON` payload when it exits 0. */
@@ -152,51 +143,29 @@ export function runChild<T>(rt: Runtime, script: string, args: string[] = []): P
   return childResult<T>(spawnRuntime(rt, script, args), `${script} under ${rt}`);
 }
 
-/** Resolves with the first stdout line of `child` that parses as JSON (a child announcing its port). */
-export function firstJsonLine<T>(child: ChildProcess, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    let buf = "";
-    const onData = (d: Uint8Array) => {
-      buf += new TextDecoder().decode(d);
-      const nl = buf.indexOf("\n");
-      if (nl >= 0) {
-        child.stdout!.off("data", onData);
-        try {
-          resolve(JSON.parse(buf.slice(0, nl)) as T);
-        } catch (e) {
-          reject(e);
-        }
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.once("exit", (code) => reject(new Error(`${what} exited with ${code} before announcing itself`)));
-  });
+/** What `bench/loadgen.ts` measured: latencies in ms, requests/s, and counts of statuses and `x-replication` values. */
+export interface LoadResult {
+  p50Ms: number;
+  p99Ms: number;
+  meanMs: number;
+  rps: number;
+  requests: number;
+  errors: number;
+  statuses: Record<string, number>;
+  replication: Record<string, number>;
 }
 
-/** Stops a child (by its own pid): SIGTERM, then SIGKILL after `graceMs`; waits for it to exit. */
-export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    child.once("exit", () => {
-      clearTimeout(timer);
-      r();
-    });
-    child.kill("SIGTERM");
-  });
-}
+/** How the load is generated, for the result files. */
+export const LOADGEN = "bun (bench/loadgen.ts, fetch, closed loop, one session per user)";
 
-/** A free TCP port on 127.0.0.1 (bound then released: tiny race, fine for a benchmark). */
-export async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return await new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
+/**
+ * Runs `bench/loadgen.ts` against `url` in its own process, always under Bun
+ * (so that Bun's and Deno's servers face the same client), and returns what it measured.
+ */
+export async function runLoad(url: string, concurrency: number, durationMs: number, warmupMs: number): Promise<LoadResult> {
+  const load = spawnRuntime("bun", "bench/loadgen.ts", [url, String(concurrency), String(durationMs), String(warmupMs)]);
+  const r = await childResult<LoadResult>(load, "loadgen");
+  return { p50Ms: r.p50Ms, p99Ms: r.p99Ms, meanMs: r.meanMs, rps: r.rps, requests: r.requests, errors: r.errors, statuses: r.statuses, replication: r.replication };
 }
 
 /** Forces a full garbage collection where the runtime allows it; false if it cannot. */

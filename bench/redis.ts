@@ -27,7 +27,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { launchCluster, type LaunchedCluster } from "../examples/cluster_launcher.ts";
 import { parseSessionCookie } from "../src/cluster/cookie.ts";
-import { childResult, emit, freePort, isMain, progress, ROOT, type Runtime, sleep, spawnRuntime } from "./lib.ts";
+import { collectOutput, emit, freePort, isMain, killChild, LOADGEN, type LoadResult, progress, ROOT, runLoad, type Runtime, sleep } from "./lib.ts";
 
 export const REDIS_SETUPS = ["redis", "none", "transport", "applied"] as const;
 export type RedisSetup = typeof REDIS_SETUPS[number];
@@ -52,12 +52,10 @@ export async function startRedis(port: number): Promise<ChildProcess> {
     "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
     "--daemonize", "no", "--loglevel", "warning", "--dir", "/tmp",
   ], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
-  child.stderr!.on("data", (d: Uint8Array) => (out += new TextDecoder().decode(d)));
+  const out = collectOutput(child);
   const net = await import("node:net");
   for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited at start: ${out}`);
+    if (child.exitCode !== null) throw new Error(`redis-server exited at start: ${out()}`);
     const ok = await new Promise<boolean>((r) => {
       const s = net.connect({ host: "127.0.0.1", port }, () => {
         s.end();
@@ -68,20 +66,8 @@ export async function startRedis(port: number): Promise<ChildProcess> {
     if (ok) return child;
     await sleep(50);
   }
-  child.kill("SIGKILL");
-  throw new Error(`redis-server did not accept connections on ${port}: ${out}`);
-}
-
-function killChild(c: ChildProcess | undefined, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-  if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => {
-    c.once("exit", () => r());
-    try {
-      process.kill(c.pid!, signal);
-    } catch {
-      r();
-    }
-  });
+  await killChild(child);
+  throw new Error(`redis-server did not accept connections on ${port}: ${out()}`);
 }
 
 interface Setup {
@@ -126,28 +112,19 @@ async function stopSetup(s: Setup): Promise<void> {
   await killChild(s.redis);
 }
 
-export interface RedisSpeedRun {
+export interface RedisSpeedRun extends LoadResult {
   runtime: Runtime;
   setup: RedisSetup;
   concurrency: number;
-  p50Ms: number;
-  p99Ms: number;
-  meanMs: number;
-  rps: number;
-  requests: number;
-  errors: number;
-  statuses: Record<string, number>;
-  replication: Record<string, number>;
 }
 
 async function speed(rt: Runtime, setup: RedisSetup, concurrency: number, durationMs: number, warmupMs: number): Promise<RedisSpeedRun> {
   const s = await startSetup(rt, setup);
   try {
     progress(`redis comparison: ${rt} ${setup}, ${concurrency} user(s) for ${durationMs} ms…`);
-    const load = spawnRuntime("bun", "bench/loadgen.ts", [`${s.cluster.servers.get("a")!.url}/`, String(concurrency), String(durationMs), String(warmupMs)]);
-    const r = await childResult<Omit<RedisSpeedRun, "runtime" | "setup">>(load, "loadgen");
+    const r = await runLoad(`${s.cluster.servers.get("a")!.url}/`, concurrency, durationMs, warmupMs);
     progress(`redis comparison: ${rt} ${setup} ×${concurrency}: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, ${r.rps} req/s ${JSON.stringify(r.replication)}`);
-    return { runtime: rt, setup, concurrency, p50Ms: r.p50Ms, p99Ms: r.p99Ms, meanMs: r.meanMs, rps: r.rps, requests: r.requests, errors: r.errors, statuses: r.statuses, replication: r.replication };
+    return { runtime: rt, setup, concurrency, ...r };
   } finally {
     await stopSetup(s);
   }
@@ -368,7 +345,7 @@ export async function runRedisComparison(
     redisServer,
     store: "GET sess:<id> before the handler, SET sess:<id> <json> EX 1800 after it when changed, response after redis-server's reply; cookie sid; Bun: built-in RedisClient, Deno: redis (node-redis) npm package; redis-server --save '' --appendonly no",
     cluster: "withSessions on 3 servers a, b, c of the same runtime, tcp on 127.0.0.1, defaults (heartbeat 250 ms, timeout 1500 ms)",
-    loadgen: "bun (bench/loadgen.ts, fetch, closed loop, one session per user) against server a",
+    loadgen: `${LOADGEN} against server a`,
     concurrencies,
     durationMs,
     warmupMs,

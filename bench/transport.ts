@@ -67,25 +67,35 @@ export function sdpConnect(o: SdpClientOptions): Promise<MessageSocket> {
   return connect({ transport: o.transport, host: o.host, port: o.port, zcopyThreshold: o.zcopyThreshold, maxMessageSize: o.maxMessageSize, timeoutMs: 60_000, handshakeTimeoutMs: 60_000 });
 }
 
+/**
+ * One round trip of `msg` through an echo peer: how long `send` took to return
+ * and half the time until the echo came back, both in µs. Throws if the peer
+ * closed the socket or echoed another size.
+ */
+async function roundTrip(s: MessageSocket, it: AsyncIterator<ReceivedMessage>, msg: Uint8Array): Promise<[number, number]> {
+  const t0 = performance.now();
+  const echoed = it.next();
+  await s.send(msg);
+  const t1 = performance.now();
+  const r = await echoed;
+  const t2 = performance.now();
+  if (r.done) throw new Error("echo peer closed the socket");
+  const m = r.value;
+  if (m.bytes.length !== msg.byteLength) throw new Error(`echo of ${msg.byteLength} bytes came back with ${m.bytes.length}`);
+  m.release();
+  return [(t1 - t0) * 1000, (t2 - t0) * 500];
+}
+
 /** Ping-pong through an echo peer, `n` times after `warmup`. */
 export async function sdpLatency(s: MessageSocket, size: number, n: number, mode: string, warmup = 3): Promise<LatencyPoint> {
   const it = s[Symbol.asyncIterator]();
   const msg = message(size);
   const ret: number[] = [], rtt: number[] = [];
   for (let i = 0; i < warmup + n; i++) {
-    const t0 = performance.now();
-    const echoed = it.next();
-    await s.send(msg);
-    const t1 = performance.now();
-    const r = await echoed;
-    const t2 = performance.now();
-    if (r.done) throw new Error("echo peer closed the socket");
-    const m = r.value as ReceivedMessage;
-    if (m.bytes.length !== size) throw new Error(`echo of ${size} bytes came back with ${m.bytes.length}`);
-    m.release();
+    const [sendReturnUs, halfRttUs] = await roundTrip(s, it, msg);
     if (i >= warmup) {
-      ret.push((t1 - t0) * 1000);
-      rtt.push((t2 - t0) * 500);
+      ret.push(sendReturnUs);
+      rtt.push(halfRttUs);
     }
   }
   const a = summarize(ret), b = summarize(rtt);
@@ -112,19 +122,7 @@ export async function sdpLatencyTimed(
 ): Promise<LatencyPoint> {
   const it = s[Symbol.asyncIterator]();
   const msg = message(size);
-  const once = async (): Promise<[number, number]> => {
-    const t0 = performance.now();
-    const echoed = it.next();
-    await s.send(msg);
-    const t1 = performance.now();
-    const r = await echoed;
-    const t2 = performance.now();
-    if (r.done) throw new Error("echo peer closed the socket");
-    const m = r.value as ReceivedMessage;
-    if (m.bytes.length !== size) throw new Error(`echo of ${size} bytes came back with ${m.bytes.length}`);
-    m.release();
-    return [(t1 - t0) * 1000, (t2 - t0) * 500];
-  };
+  const once = () => roundTrip(s, it, msg);
   const w0 = performance.now();
   let warm = 0;
   while (warm < o.warmup.max && (warm < o.warmup.min || performance.now() - w0 < o.warmup.ms)) {

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolvePeers } from "../src/cluster/dns_peers.ts";
 import { startSessionCluster } from "../src/cluster/start.ts";
+import { collectOutput, killChild } from "./fixtures/runtime.ts";
 import { freePort, until } from "./fixtures/wait.ts";
 import type { SessionCluster } from "../src/cluster/session_cluster.ts";
 
@@ -37,8 +38,7 @@ class Dns {
       "--no-daemon", `--port=${this.port}`, "--listen-address=127.0.0.1", "--bind-interfaces",
       "--no-resolv", "--no-hosts", `--conf-file=${conf}`, "--pid-file=" + join(this.dir, "pid"),
     ], { stdio: ["ignore", "ignore", "pipe"] });
-    let stderr = "";
-    child.stderr!.on("data", (d) => (stderr += d));
+    const stderr = collectOutput(child);
     this.#child = child;
     let failed: Error | undefined;
     child.on("error", (e) => (failed = e));
@@ -46,13 +46,13 @@ class Dns {
     const deadline = Date.now() + 5000;
     for (;;) {
       if (failed !== undefined || child.exitCode !== null) {
-        throw new Error(`dnsmasq did not start (apt-get install dnsmasq-base): ${failed?.message ?? stderr}`);
+        throw new Error(`dnsmasq did not start (apt-get install dnsmasq-base): ${failed?.message ?? stderr()}`);
       }
       try {
         await resolvePeers({ name: SRV, nameServers: [`127.0.0.1:${this.port}`] });
         return;
       } catch (error) {
-        if (Date.now() > deadline) throw new Error(`dnsmasq on port ${this.port} does not answer: ${(error as Error).message} ${stderr}`);
+        if (Date.now() > deadline) throw new Error(`dnsmasq on port ${this.port} does not answer: ${(error as Error).message} ${stderr()}`);
         await new Promise((r) => setTimeout(r, 50));
       }
     }
@@ -61,10 +61,7 @@ class Dns {
   async stop(): Promise<void> {
     const child = this.#child;
     this.#child = undefined;
-    if (child === undefined || child.exitCode !== null) return;
-    const exited = new Promise((r) => child.once("exit", r));
-    child.kill("SIGTERM");
-    await exited;
+    await killChild(child, "SIGTERM");
   }
 
   async close(): Promise<void> {

@@ -5,12 +5,15 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { Hono } from "hono";
 import { SessionCluster, SessionUnavailableError } from "../src/cluster/session_cluster.ts";
 import { sessions, type SessionVariables } from "../src/http/hono.ts";
 import { metricsHandler } from "../src/metrics/cluster.ts";
 import type { AckMode } from "../src/rmi/types.ts";
 import { serveEach, startCluster as startInProcess } from "./fixtures/cluster.ts";
+import { currentRuntime, runtimeArgv } from "./fixtures/runtime.ts";
+import { freePort } from "./fixtures/wait.ts";
 
 const SECRET = "hono-test-cluster-secret-0123456";
 
@@ -223,22 +226,11 @@ test("hono app serves the cluster's metrics, with the request path's latency his
 });
 
 test("examples/hono_app.ts runs under this runtime: three visits, applied on b, counted in the metrics", async () => {
-  const { createServer } = await import("node:net");
-  const free = () =>
-    new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const port = (s.address() as { port: number }).port;
-        s.close(() => resolve(port));
-      });
-    });
-  const ports = [await free(), await free(), await free(), await free()];
-  const runtime = "Bun" in globalThis ? "bun" : "deno";
-  const args = runtime === "bun" ? ["examples/hono_app.ts"] : ["run", "-A", "examples/hono_app.ts"];
-  args.push("--peer-ports", `${ports[0]},${ports[1]}`, "--http-ports", `${ports[2]},${ports[3]}`);
-  const { spawnSync } = await import("node:child_process");
+  const ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [cmd, args] = runtimeArgv(currentRuntime, "examples/hono_app.ts", ["--peer-ports", `${ports[0]},${ports[1]}`, "--http-ports", `${ports[2]},${ports[3]}`]);
   // Measured 0.8-0.9 s under either runtime on this 2-core machine (a guest booting beside it); 60 s
   // is the same bound as the other spawned tools (test/guest_runner.test.ts), for a loaded CI host.
-  const r = spawnSync(`node_modules/.bin/${runtime}`, args, { encoding: "utf8", timeout: 60_000 });
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 60_000 });
   assert.equal(r.status, 0, String(r.stderr));
   const out = String(r.stdout);
   assert.match(out, /^visit: \{"visits":3,"server":"a","epoch":1\} replication=applied$/m);

@@ -6,7 +6,7 @@ import { connect, listen, ProtocolError } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
 import { encode, MID } from "../src/sdp/wire.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
-import { currentRuntime, exited, firstLine, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
+import { currentRuntime, exited, firstLine, killChild, otherRuntime, type Runtime, spawnFixture } from "./fixtures/runtime.ts";
 
 const PEER = "test/fixtures/sdp_peer.ts";
 const MIB = 1024 * 1024;
@@ -31,8 +31,7 @@ async function echoBetween(server: Runtime, client: Runtime, sizes: number[]) {
     assert.equal(await exited(cli), 0);
     return report;
   } finally {
-    srv.kill("SIGKILL");
-    await exited(srv);
+    await killChild(srv);
   }
 }
 

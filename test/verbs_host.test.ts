@@ -11,9 +11,7 @@ import { test } from "node:test";
 import { loadShim, SHIM_ABI_VERSION, ShimLoadError } from "../ffi/mod.ts";
 import { errnoName, RdmaError, WorkCompletionError } from "../src/verbs/errors.ts";
 import { connect, devices } from "../src/verbs/mod.ts";
-import { currentRuntime, type Runtime, ROOT } from "./fixtures/runtime.ts";
-
-const BIN = join(ROOT, "node_modules", ".bin");
+import { currentRuntime, type Runtime, ROOT, runtimeArgv, spawnRuntime } from "./fixtures/runtime.ts";
 const hasDevice = existsSync("/dev/infiniband/rdma_cm");
 
 interface LoadResult {
@@ -25,9 +23,8 @@ interface LoadResult {
 }
 
 function loadIn(runtime: Runtime, env: Record<string, string>, denoFlags = ["-A"]): LoadResult {
-  const file = join(ROOT, "test/fixtures/load_shim.ts");
-  const args = runtime === "bun" ? [file] : ["run", ...denoFlags, file];
-  const out = execFileSync(join(BIN, runtime), args, { env: { ...process.env, ...env }, encoding: "utf8" });
+  const [cmd, args] = runtimeArgv(runtime, "test/fixtures/load_shim.ts", [], { denoFlags });
+  const out = execFileSync(cmd, args, { env: { ...process.env, ...env }, encoding: "utf8" });
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
@@ -46,13 +43,11 @@ test("loadShim compiles the shim once into the cache and reuses it", () => {
 
 test("parallel first runs in both runtimes build one shim safely", async () => {
   const cache = mkdtempSync(join(tmpdir(), "shim-race-"));
-  const { spawn } = await import("node:child_process");
   const runs = (["bun", "deno", "bun", "deno"] as Runtime[]).map((rt) =>
     new Promise<LoadResult>((resolve, reject) => {
-      const file = join(ROOT, "test/fixtures/load_shim.ts");
-      const c = spawn(join(BIN, rt), rt === "bun" ? [file] : ["run", "-A", file], { env: { ...process.env, RDMA_SHIM_CACHE: cache } });
+      const c = spawnRuntime(rt, "test/fixtures/load_shim.ts", [], { stdin: "pipe", stderr: "pipe", env: { RDMA_SHIM_CACHE: cache } });
       let out = "";
-      c.stdout.on("data", (d) => (out += d));
+      c.stdout!.on("data", (d) => (out += d));
       c.on("exit", () => {
         try {
           resolve(JSON.parse(out.trim().split("\n").pop()!));
@@ -97,9 +92,8 @@ test("missing rdma-core headers name the Debian and RHEL packages", {
   skip: canHideHeaders ? false : "needs `unshare -m` (root) to hide /usr/include/infiniband",
 }, () => {
   const cache = mkdtempSync(join(tmpdir(), "shim-nohdr-"));
-  const file = join(ROOT, "test/fixtures/load_shim.ts");
-  const rt = join(BIN, currentRuntime);
-  const cmd = `mount -t tmpfs none /usr/include/infiniband && exec ${rt} ${currentRuntime === "bun" ? "" : "run -A"} ${file}`;
+  const [rt, args] = runtimeArgv(currentRuntime, "test/fixtures/load_shim.ts");
+  const cmd = `mount -t tmpfs none /usr/include/infiniband && exec ${rt} ${args.join(" ")}`;
   const out = execFileSync("unshare", ["-m", "sh", "-c", cmd], { env: { ...process.env, RDMA_SHIM_CACHE: cache }, encoding: "utf8" });
   const r: LoadResult = JSON.parse(out.trim().split("\n").pop()!);
   assert.equal(r.ok, false);
