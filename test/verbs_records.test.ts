@@ -11,8 +11,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { CmEventBuffer, CompletionRing, LAYOUTS, readConnInfo, readDeviceInfo, readMrInfo, RECORD_SIZES } from "../ffi/records.ts";
-import { ROOT } from "./fixtures/runtime.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url).href);
 
 function layoutProgram(): string {
   const lines: string[] = [];
