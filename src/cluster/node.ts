@@ -147,6 +147,7 @@ class PeerLink {
           allowed: (id) => id === this.peer.id,
           timeoutMs: o.handshakeTimeoutMs,
         });
+        socket.trust?.(); // authenticated: lift the socket's limits before trust (src/sdp/socket.ts)
         const sealed = new SealedSocket(socket, messages, keys, { name: this.peer.id });
         const endpoint = this.node.makeEndpoint(sealed, sealed[Symbol.asyncIterator](), this.peer.id);
         if (this.isClosed) {
@@ -649,6 +650,12 @@ export class ClusterNode {
     }
     if (this.#closed) {
       await socket.close();
+      return;
+    }
+    try {
+      socket.trust?.(); // authenticated: lift the socket's limits before trust (src/sdp/socket.ts)
+    } catch (error) {
+      this.logger.warn(`cluster ${this.self}: connection from peer '${peer}' dropped: ${(error as Error).message}`);
       return;
     }
     this.counts.inboundConnections++;

@@ -25,10 +25,11 @@ export interface PeerListenOptions {
 
 /** Listens for peer connections. */
 export function listenForPeers(options: PeerListenOptions = {}): Promise<MessageListener> {
-  return listen({ transport: options.transport ?? "auto", host: options.host ?? "127.0.0.1", port: options.port ?? 0, tls: options.tls });
+  // preAuth: small buffers until the peer authenticates (ClusterNode calls socket.trust()).
+  return listen({ transport: options.transport ?? "auto", host: options.host ?? "127.0.0.1", port: options.port ?? 0, tls: options.tls, preAuth: true });
 }
 
 /** Opens a socket to `peer` with its transport, else `fallback` (with TLS over tcp when `tls` is given). */
 export function dialPeer(peer: PeerConfig, fallback: TransportChoice = "auto", tls?: TlsConfig): Promise<MessageSocket> {
-  return connect({ transport: peer.transport ?? fallback, host: peer.host, port: peer.port, tls });
+  return connect({ transport: peer.transport ?? fallback, host: peer.host, port: peer.port, tls, preAuth: true });
 }

@@ -48,7 +48,20 @@
  *    fallback). If neither answer comes within another `cancelTimeoutMs` after
  *    the cancel, the connection is closed with an error naming the stuck
  *    transfer, and every pending send rejects with it.
- * 6. **Closing.** `close()` rejects pending sends, posts DISCONN and waits for
+ * 6. **Before trust.** A side opened with `preAuth` announces small limits
+ *    in its HELLO (few buffers, a small `maxMessageSize`, no zcopy) and the
+ *    HELLO's `CAP_PRE_AUTH` bit. The peer keeps to them: it sends at most
+ *    that much (a larger message waits in its queue, in order, until the
+ *    GROW), and the side refuses more with a `ProtocolError` (a DATA HEAD
+ *    above its `maxMessageSize`, a SrcAvail without zcopy). Once the
+ *    application has authenticated the peer it calls `grow()` with the link's
+ *    full sizes (the link has posted the new receive buffers): the new send
+ *    slots are free at once, the new buffers count as posted, and a GROW
+ *    (needing 1 credit, put before every other control frame) announces the
+ *    new limits; no frame before it advertises more buffers than the peer
+ *    knows of (`bufs` is capped at the count last announced), so the peer's
+ *    check `bufs <= recvBufferCount` always holds.
+ * 7. **Closing.** `close()` rejects pending sends, posts DISCONN and waits for
  *    the peer's DISCONN (or `closeTimeoutMs`), then closes the link. A side
  *    that receives DISCONN rejects its pending sends, answers DISCONN and
  *    closes the link once that frame's send completes. Messages keep being
@@ -168,6 +181,22 @@ export interface EngineOptions {
   clock?: () => number;
   /** @internal The first READ token (tests of the wrap). @default 1 */
   firstReadToken?: number;
+  /**
+   * The sizes above are the limits before the peer is authenticated (HELLO
+   * says so with `CAP_PRE_AUTH`); `grow()` raises them once. @default false
+   */
+  preAuth?: boolean;
+}
+
+/** What `Engine.grow` raises the limits to (the link's full sizes, already allocated and posted). */
+export interface EngineGrowth {
+  /** Receive buffers now posted in all (the new ones are indices old count..this - 1). */
+  recvBufferCount: number;
+  /** Send slots in all (the new ones are indices old count..this - 1). */
+  sendSlots: number;
+  maxMessageSize: number;
+  sink?: Uint8Array;
+  source?: { addr: bigint; rkey: number };
 }
 
 interface OutMessage {
@@ -262,7 +291,14 @@ export class Engine {
   readonly #clock: () => number;
   #incomingZ: IncomingZcopy | undefined;
   #readToken: number;
-  readonly #sinkRing: RingAllocator | undefined;
+  #sinkRing: RingAllocator | undefined;
+  /** The receive buffer count the peer knows of (HELLO, then GROW): `bufs` never says more. */
+  #announced: number;
+  /** This side still has its pre-authentication limits (a `grow()` is to come). */
+  #preAuth: boolean;
+  /** The peer announced pre-authentication limits and has not sent its GROW yet. */
+  #peerMayGrow = false;
+  #peerGrew = false;
   #peerClosed = false;
   /** A protocol error closed the engine: frames reported after it are not decoded. */
   #broken = false;
@@ -285,8 +321,10 @@ export class Engine {
   };
 
   constructor(options: EngineOptions) {
-    this.options = options;
+    this.options = { ...options }; // a copy: grow() raises its sizes
     this.#posted = options.recvBufferCount;
+    this.#announced = options.recvBufferCount;
+    this.#preAuth = options.preAuth === true;
     for (let i = options.sendSlots - 1; i >= 0; i--) this.#freeSlots.push(i);
     this.#sinkRing = options.sink ? new RingAllocator(options.sink.length) : undefined;
     for (let i = 0; i < options.recvBufferCount; i++) {
@@ -318,6 +356,56 @@ export class Engine {
   /** Current credits toward the peer. */
   get credits(): number {
     return this.#peerAck - this.#txNext + 1 + this.#peerBufs;
+  }
+
+  /** This side still has its limits before trust (`preAuth` and no `grow()` yet). */
+  get preAuth(): boolean {
+    return this.#preAuth;
+  }
+
+  /** The peer announced limits before trust and has not raised them (GROW) yet. */
+  get peerPreAuth(): boolean {
+    return this.#peerMayGrow;
+  }
+
+  /**
+   * Raises this side's limits from the pre-authentication ones to `g` (call
+   * once, after the application authenticated the peer, with the link's
+   * buffers already posted): new send slots are free, new receive buffers
+   * count as posted, and GROW tells the peer (before every other control
+   * frame). Throws when the engine started without `preAuth`, grew already,
+   * or a size would shrink; a no-op once closing or closed.
+   */
+  grow(g: EngineGrowth, now?: number): void {
+    if (!this.#preAuth) throw new Error("grow(): this connection has no limits before trust (opened without preAuth) or grew already");
+    if (this.#state === "closing" || this.#state === "closed") return;
+    if (this.#state !== "open") throw new Error("grow(): the SDP handshake is not done yet");
+    const o = this.options;
+    for (const [name, cur, next] of [
+      ["recvBufferCount", o.recvBufferCount, g.recvBufferCount],
+      ["sendSlots", o.sendSlots, g.sendSlots],
+      ["maxMessageSize", o.maxMessageSize, g.maxMessageSize],
+    ] as const) {
+      if (!Number.isInteger(next) || next < cur) throw new RangeError(`grow(): '${name}' ${next} is below the current ${cur}`);
+    }
+    if (g.recvBufferCount > 0xffff) throw new RangeError(`grow(): 'recvBufferCount' ${g.recvBufferCount} exceeds 65535`);
+    this.#preAuth = false;
+    for (let i = o.recvBufferCount; i < g.recvBufferCount; i++) {
+      this.#bufferHandles.push(Object.freeze({ kind: "buffer", index: i }));
+      this.#repostActions.push(Object.freeze({ type: "repost", bufferIndex: i }));
+    }
+    this.#posted += g.recvBufferCount - o.recvBufferCount;
+    for (let i = g.sendSlots - 1; i >= o.sendSlots; i--) this.#freeSlots.push(i);
+    o.recvBufferCount = g.recvBufferCount;
+    o.sendSlots = g.sendSlots;
+    o.maxMessageSize = g.maxMessageSize;
+    if (g.sink) {
+      o.sink = g.sink;
+      this.#sinkRing = new RingAllocator(g.sink.length);
+    }
+    if (g.source) o.source = g.source;
+    this.#control.unshift({ mid: MID.Grow, hello: this.#hello() });
+    this.#pump(now);
   }
 
   /** Receive buffers currently posted. */
@@ -380,8 +468,9 @@ export class Engine {
       this.#actions.push({ type: "reject", id, error: new Error("send failed: the socket is closed") });
       return;
     }
-    const err = this.#sizeError(bytes.length, this.options.maxMessageSize) ??
-      (this.#peer ? this.#sizeError(bytes.length, this.#peer.maxMessageSize, "the peer's ") : undefined);
+    // Above the peer's limit before trust, a message waits for its GROW (the peer checks it again then).
+    const err = this.#sizeError(bytes.length, this.options.maxMessageSize, this.#preAuth ? "the limit before trust, " : "") ??
+      (this.#peer && !this.#peerMayGrow ? this.#sizeError(bytes.length, this.#peer.maxMessageSize, "the peer's ") : undefined);
     if (err) {
       this.#actions.push({ type: "reject", id, error: err });
       return;
@@ -573,20 +662,19 @@ export class Engine {
       }
       const hello = b.hello!;
       this.#peer = hello;
+      this.#peerMayGrow = hello.preAuth === true;
       this.#takeHeader(f);
       this.#repost(index);
       if (this.options.role === "passive") this.#postHello(MID.HelloAck);
       this.#state = "open";
       this.#handshakeDeadline = Infinity;
       this.#actions.push({ type: "open", peer: hello });
-      // Sends queued before the handshake may now be too large for the peer.
-      for (const m of [...this.#sendQueue]) {
-        const err = this.#sizeError(m.bytes.length, hello.maxMessageSize, "the peer's ");
-        if (err) {
-          this.#sendQueue.splice(this.#sendQueue.indexOf(m), 1);
-          this.#actions.push({ type: "reject", id: m.id, error: err });
-        }
-      }
+      // Sends queued before the handshake may now be too large for the peer (or wait for its GROW).
+      if (!this.#peerMayGrow) this.#rejectTooLarge(hello.maxMessageSize);
+      return;
+    }
+    if (b.mid === MID.Grow) {
+      this.#receiveGrow(b, index);
       return;
     }
     this.#takeHeader(f);
@@ -595,6 +683,8 @@ export class Engine {
       case MID.Hello:
       case MID.HelloAck:
         throw new ProtocolError(`${midName(b.mid)} received after the handshake`);
+      case MID.Grow:
+        return; // handled before the header
       case MID.Data: {
         if (b.payloadStart === view.length && b.total < 0) {
           this.#repost(index); // credit update
@@ -608,7 +698,11 @@ export class Engine {
       }
       case MID.SrcAvail: {
         if (this.#peerClosed) throw new ProtocolError(`SrcAvail received after the peer's DISCONN`);
-        if (!this.options.sink) throw new ProtocolError(`SrcAvail received but this side announced no zcopy`);
+        if (!this.options.sink) {
+          throw new ProtocolError(
+            `SrcAvail received but this side announced no zcopy${this.#preAuth ? " (none before trust)" : ""}`,
+          );
+        }
         if (this.#incomingZ) throw new ProtocolError(`SrcAvail received while another SrcAvail is outstanding`);
         if (this.#rBuf) throw new ProtocolError(`SrcAvail received in the middle of a fragmented message`);
         if (b.len > this.options.maxMessageSize) {
@@ -691,6 +785,42 @@ export class Engine {
     }
   }
 
+  /** Rejects the queued sends larger than `max` (the peer's limit). */
+  #rejectTooLarge(max: number): void {
+    for (const m of [...this.#sendQueue]) {
+      const err = this.#sizeError(m.bytes.length, max, "the peer's ");
+      if (err) {
+        this.#sendQueue.splice(this.#sendQueue.indexOf(m), 1);
+        this.#actions.push({ type: "reject", id: m.id, error: err });
+      }
+    }
+  }
+
+  /** The peer's GROW: its limits after trust (checked against its HELLO), then the header with them. */
+  #receiveGrow(b: RxFrame, index: number): void {
+    const peer = this.#peer!;
+    const g = b.hello!;
+    if (!this.#peerMayGrow) {
+      throw new ProtocolError(this.#peerGrew ? `second GROW received` : `GROW received but the peer's HELLO announced no limits before trust`);
+    }
+    if (g.recvBufferSize !== peer.recvBufferSize) {
+      throw new ProtocolError(`GROW recvBufferSize ${g.recvBufferSize} differs from the HELLO's ${peer.recvBufferSize}`);
+    }
+    if (g.recvBufferCount < peer.recvBufferCount) {
+      throw new ProtocolError(`GROW recvBufferCount ${g.recvBufferCount} is below the HELLO's ${peer.recvBufferCount}`);
+    }
+    if (g.maxMessageSize < peer.maxMessageSize) {
+      throw new ProtocolError(`GROW maxMessageSize ${g.maxMessageSize} is below the HELLO's ${peer.maxMessageSize}`);
+    }
+    this.#peer = g;
+    this.#peerMayGrow = false;
+    this.#peerGrew = true;
+    this.#takeHeader(b);
+    this.#repost(index);
+    // Messages that waited for the peer's larger limit go now, or are refused if still too large.
+    this.#rejectTooLarge(g.maxMessageSize);
+  }
+
   #receiveData(more: boolean, total: number, view: Uint8Array, start: number, index: number): void {
     if (this.#incomingZ) throw new ProtocolError(`DATA received while a SrcAvail is outstanding`);
     const n = view.length - start;
@@ -721,7 +851,11 @@ export class Engine {
     }
     if (total >= 0) {
       if (total > this.options.maxMessageSize) {
-        throw new ProtocolError(`DATA HEAD total ${total} exceeds maxMessageSize ${this.options.maxMessageSize}`);
+        throw new ProtocolError(
+          `DATA HEAD total ${total} exceeds maxMessageSize ${this.options.maxMessageSize}${
+            this.#preAuth ? " (this side's limit before trust)" : ""
+          }`,
+        );
       }
       let store = this.#spare;
       if (store && store.length >= total) this.#spare = undefined;
@@ -800,28 +934,35 @@ export class Engine {
   }
 
   #postHello(mid: typeof MID.Hello | typeof MID.HelloAck): void {
+    this.#post({ mid, hello: this.#hello() });
+  }
+
+  /** This side's limits as HELLO and GROW announce them. */
+  #hello(): Hello {
     const o = this.options;
-    this.#post({
-      mid,
-      hello: {
-        version: PROTOCOL_VERSION,
-        zcopyRead: o.sink !== undefined,
-        recvBufferSize: o.recvBufferSize,
-        recvBufferCount: o.recvBufferCount,
-        maxMessageSize: o.maxMessageSize,
-      },
-    });
+    const h: Hello = {
+      version: PROTOCOL_VERSION,
+      zcopyRead: o.sink !== undefined,
+      recvBufferSize: o.recvBufferSize,
+      recvBufferCount: o.recvBufferCount,
+      maxMessageSize: o.maxMessageSize,
+    };
+    if (this.#preAuth) h.preAuth = true;
+    return h;
   }
 
   #post(body: Body): number {
+    if (body.mid === MID.Grow) this.#announced = body.hello.recvBufferCount;
     const slot = this.#freeSlots.pop()!;
     const mseq = this.#txNext++;
     this.#slotMseq[slot] = mseq;
     this.#lastSentAck = this.#rxNext - 1;
-    this.#lastSentBufs = this.#posted;
+    // Buffers posted by grow() are advertised only from the GROW on.
+    const bufs = this.#posted <= this.#announced ? this.#posted : this.#announced;
+    this.#lastSentBufs = bufs;
     this.#ackOwed = false;
     // One record is the action and its frame (`frame` points back at it).
-    const a: PostRecord = { type: "post", slot, frame: undefined!, bufs: this.#posted, mseq, mseqAck: this.#rxNext - 1, body };
+    const a: PostRecord = { type: "post", slot, frame: undefined!, bufs, mseq, mseqAck: this.#rxNext - 1, body };
     a.frame = a;
     this.#actions.push(a);
     return mseq;
@@ -833,13 +974,14 @@ export class Engine {
     const mseq = this.#txNext++;
     this.#slotMseq[slot] = mseq;
     this.#lastSentAck = this.#rxNext - 1;
-    this.#lastSentBufs = this.#posted;
+    const bufs = this.#posted <= this.#announced ? this.#posted : this.#announced;
+    this.#lastSentBufs = bufs;
     this.#ackOwed = false;
     const a: DataPostRecord = {
       type: "post",
       slot,
       frame: undefined!,
-      bufs: this.#posted,
+      bufs,
       mseq,
       mseqAck: this.#rxNext - 1,
       body: undefined!,
@@ -870,7 +1012,8 @@ export class Engine {
       const credits = this.credits;
       if (this.#control.length > 0) {
         const c = this.#control[0];
-        const need = c.mid === MID.Disconn || c.mid === MID.Abort ? 1 : CONTROL_CREDITS;
+        // GROW is a credit update with new limits: like one, it needs a single credit.
+        const need = c.mid === MID.Disconn || c.mid === MID.Abort || c.mid === MID.Grow ? 1 : CONTROL_CREDITS;
         if (credits < need) break;
         this.#control.shift();
         const mseq = this.#post(c);
@@ -881,6 +1024,8 @@ export class Engine {
         continue;
       }
       if (this.#state !== "open" || this.#outgoingZ || this.#sendQueue.length === 0) break;
+      // Larger than the peer allows before trust: waits (in order) for the peer's GROW.
+      if (this.#peerMayGrow && this.#sendQueue[0].sent === 0 && this.#sendQueue[0].bytes.length > this.#peer!.maxMessageSize) break;
       if (credits < DATA_CREDITS) {
         if (!this.#stalled) {
           this.#stalled = true;

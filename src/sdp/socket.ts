@@ -27,6 +27,15 @@
  * `cancelTimeoutMs` and re-sent by bcopy. Messages reassembled from fragments
  * live in a buffer of their own and keep their last receive buffer until released.
  *
+ * Before trust: on a link opened with `preAuth` (the cluster's listener and
+ * dialer set it), the socket starts with the link's small footprint: few
+ * buffers, a small `maxMessageSize` for what it receives and sends, bcopy
+ * only. The application calls `trust()` once it has authenticated the peer:
+ * the link allocates (registers) the rest and posts the new buffers, and the
+ * engine announces the new limits to the peer (GROW, docs/PROTOCOL.md §4).
+ * A peer's message above its limit before trust waits in our queue until its
+ * GROW; our own above ours is refused at once.
+ *
  * Closing never loses a received message (the contract is in `types.ts`): a
  * local `close()` keeps what is unread and what still arrives before the
  * peer's DISCONN, and the iterator ends only after the link's `closed` event,
@@ -133,8 +142,8 @@ export class SdpSocket implements MessageSocket {
   readonly #link: Link;
   readonly #engine: Engine;
   readonly #zcopyThreshold: number;
-  readonly #maxMessageSize: number;
-  readonly #arena: RingAllocator | undefined;
+  #maxMessageSize: number;
+  #arena: RingAllocator | undefined;
   readonly #pending = new Map<number, PendingSend>();
   #waiting: Waiter[] = [];
   #nextId = 0;
@@ -185,6 +194,7 @@ export class SdpSocket implements MessageSocket {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SOCKET_DEFAULTS.handshakeTimeoutMs,
       closeTimeoutMs: options.closeTimeoutMs ?? SOCKET_DEFAULTS.closeTimeoutMs,
       clock: now, // read only where a deadline is armed: data-path inputs pass no time
+      preAuth: link.preAuth === true && link.grow !== undefined,
     });
     this.closed = new Promise((r) => (this.#resolveClosed = r));
     this.#ready = new Promise((resolve, reject) => (this.#open = { resolve, reject }));
@@ -214,6 +224,50 @@ export class SdpSocket implements MessageSocket {
   /** The peer's HELLO (its sizes and capabilities). */
   get peer(): Hello | undefined {
     return this.#engine.peer;
+  }
+
+  /** The socket still has its limits before trust (opened with `preAuth`, `trust()` not called yet). */
+  get preAuth(): boolean {
+    return this.#engine.preAuth;
+  }
+
+  /** Current credits toward the peer (frames it has room for). */
+  get credits(): number {
+    return this.#engine.credits;
+  }
+
+  /**
+   * The peer is authenticated: lift the limits before trust. The link
+   * allocates (on rdma: registers) the full receive ring, send slots and zcopy
+   * arenas and posts the new buffers; the engine announces the new limits to
+   * the peer (GROW) and raises its own `maxMessageSize`. A no-op on a socket
+   * opened without `preAuth`, after a first `trust()`, or once closing.
+   * Throws if the link cannot allocate (the socket is then closed with that
+   * error).
+   */
+  trust(): void {
+    if (!this.#engine.preAuth || this.#closeRequested || this.#engineClosed || this.#linkClosed) return;
+    const link = this.#link;
+    let caps;
+    try {
+      caps = link.grow!();
+    } catch (e) {
+      const err = new Error(`trust(): allocating the connection's full buffers failed: ${(e as Error).message}`, { cause: e });
+      link.close(err);
+      throw err;
+    }
+    const zcopy = caps.zcopy && link.source !== undefined && link.sink !== undefined;
+    if (zcopy) this.#arena = new RingAllocator(link.source!.bytes.length);
+    this.#maxMessageSize = caps.maxMessageSize;
+    this.#input(() =>
+      this.#engine.grow({
+        recvBufferCount: caps.recvBufferCount,
+        sendSlots: caps.sendSlots,
+        maxMessageSize: caps.maxMessageSize,
+        sink: zcopy ? link.sink!.bytes : undefined,
+        source: zcopy ? { addr: link.source!.addr, rkey: link.source!.rkey } : undefined,
+      })
+    );
   }
 
   /** The threshold at and above which messages go by zcopy (when both sides can). */
@@ -248,8 +302,9 @@ export class SdpSocket implements MessageSocket {
     }
     if (bytes.length === 0) return Promise.reject(new RangeError("message of 0 bytes: a message must carry at least 1 byte"));
     if (bytes.length > this.#maxMessageSize) {
+      const before = this.#engine.preAuth ? " (the limit before trust(): the peer is not authenticated yet)" : "";
       return Promise.reject(
-        new RangeError(`message of ${bytes.length} bytes exceeds maxMessageSize ${this.#maxMessageSize}`),
+        new RangeError(`message of ${bytes.length} bytes exceeds maxMessageSize ${this.#maxMessageSize}${before}`),
       );
     }
     const id = ++this.#nextId;
@@ -528,7 +583,10 @@ export class SdpSocket implements MessageSocket {
 
   stats(): SocketStats {
     const remoteAccess = this.#arena ? this.#link.remoteAccess : undefined;
-    return remoteAccess ? { ...this.#engine.stats, remoteAccess } : { ...this.#engine.stats };
+    const s: SocketStats = { ...this.#engine.stats, preAuth: this.#engine.preAuth };
+    if (remoteAccess) s.remoteAccess = remoteAccess;
+    if (this.#link.memoryBytes !== undefined) s.memoryBytes = this.#link.memoryBytes;
+    return s;
   }
 
   [Symbol.asyncDispose](): Promise<void> {

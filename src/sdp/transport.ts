@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { Link, LinkListener, LinkSizes, LinkTransportModule } from "./links/link.ts";
+import type { HandshakeLimits } from "../accept_queue.ts";
+import type { Link, LinkListener, LinkSizes, LinkTransportModule, PreAuthSizes } from "./links/link.ts";
 import type { TlsConfig } from "./links/tls.ts";
 import { type SocketOptions, SdpSocket } from "./socket.ts";
 import type { MessageListener, MessageSocket, TransportChoice, TransportKind } from "./types.ts";
@@ -20,6 +21,16 @@ export interface TransportOptions extends SocketOptions, LinkSizes {
    * `src/sdp/links/tls.ts`); ignored by rdma and loopback. @default plain tcp
    */
   tls?: TlsConfig;
+  /**
+   * Start every connection with the small footprint before trust, for peers
+   * that are authenticated over the socket itself (the cluster sets it on its
+   * listener and dialer): `PreAuthSizes` receive buffers and send slots
+   * (default 8 + 8), no zcopy arenas, and `maxMessageSize` 65536 for what the
+   * socket receives and sends, until `socket.trust()`. `true` takes the
+   * defaults. Off by default: a plain sdp user gets the full sizes at once.
+   * @default false
+   */
+  preAuth?: PreAuthSizes | boolean;
   /*
    * Inherited, documented in their interfaces:
    * zcopyThreshold (@default 262144), cancelTimeoutMs (@default 10000),
@@ -38,13 +49,37 @@ export interface ConnectOptions extends TransportOptions {
   timeoutMs?: number;
 }
 
-/** Options of `listen`. */
-export interface ListenOptions extends TransportOptions {
+/**
+ * Options of `listen`. Accept limits bound what peers that have not
+ * authenticated can hold (README, "Limits before trust"):
+ */
+export interface ListenOptions extends TransportOptions, HandshakeLimits {
   /** Local address to bind. @default "127.0.0.1" */
   host?: string;
   /** 0 picks a free port (see `listener.address`). @default 0 */
   port?: number;
+  /**
+   * rdma: connection requests in the rdma_cm handshake at once (each has its
+   * link's buffers registered); a request beyond it is rejected at once.
+   * Other transports have no such stage. @default 8
+   */
+  maxHandshakes?: number;
+  /**
+   * How long one connection may take for its handshake: the rdma_cm exchange
+   * (rdma) and, separately, the SDP HELLO exchange (every transport).
+   * @default 10000
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * Links in the SDP HELLO exchange at once, on every transport (accepted,
+   * buffers allocated, no HELLO yet); a link beyond it is closed at once
+   * (logged through `log`). @default 64
+   */
+  maxSdpHandshakes?: number;
 }
+
+/** Defaults of the accept limits of `ListenOptions` (`maxHandshakes` and `handshakeTimeoutMs`: `HANDSHAKE_DEFAULTS`). */
+export const LISTEN_DEFAULTS = { maxHandshakes: 8, handshakeTimeoutMs: 10000, maxSdpHandshakes: 64 } as const;
 
 /** Resolves `auto`: rdma when a device has an ACTIVE port, else tcp. Never throws. */
 export async function chooseTransport(
@@ -113,9 +148,15 @@ class Listener implements MessageListener {
   }
 
   async #acceptLoop(): Promise<void> {
+    const max = this.#options.maxSdpHandshakes ?? LISTEN_DEFAULTS.maxSdpHandshakes;
     for await (const link of this.#links) {
       if (this.#closed) {
         link.close();
+        continue;
+      }
+      if (this.#handshaking.size >= max) {
+        this.#options.log?.(`listen: connection from ${link.remoteAddress} refused: ${max} SDP handshakes already in progress (maxSdpHandshakes)`);
+        link.close(new Error(`refused: ${max} SDP handshakes already in progress (maxSdpHandshakes)`));
         continue;
       }
       this.#handshaking.add(link);
@@ -162,6 +203,10 @@ class Listener implements MessageListener {
 
 /** Listens for peers; yields each connected socket once its handshake is done. */
 export async function listen(options: ListenOptions = {}): Promise<MessageListener> {
+  const m = options.maxSdpHandshakes;
+  if (m !== undefined && (!Number.isInteger(m) || m < 1 || m > 65535)) {
+    throw new RangeError(`'maxSdpHandshakes' must be an integer in 1..65535: got ${m}`);
+  }
   const kind = await chooseTransport(options.transport, options.log);
   const mod = await linkModule(kind);
   const links = await mod.listenLinks({ ...options, host: options.host ?? "127.0.0.1", port: options.port ?? 0 });

@@ -43,6 +43,14 @@ export interface SocketStats {
    * (`"whole arena"`: the fallback where per-transfer registration failed).
    */
   remoteAccess?: "per-transfer region" | "whole arena";
+  /**
+   * Bytes of buffers the connection's link holds now (on rdma: registered
+   * with the device, so pinned): receive ring, send slots, zcopy arenas.
+   * Small before trust on a socket opened with `preAuth`.
+   */
+  memoryBytes?: number;
+  /** The socket still has its limits before trust (`preAuth`, no `trust()` yet). */
+  preAuth?: boolean;
 }
 
 /**
@@ -108,6 +116,12 @@ export interface MessageSocket extends AsyncIterable<ReceivedMessage> {
   /** Resolves when the socket has closed: `undefined` for an orderly close, else the cause. */
   readonly closed: Promise<Error | undefined>;
   stats(): SocketStats;
+  /**
+   * The peer is authenticated: lift the limits the socket started with
+   * (`preAuth` in the listen/connect options). A no-op when there are none.
+   * Optional: wrappers and test doubles need not have it.
+   */
+  trust?(): void;
   [Symbol.asyncDispose](): Promise<void>;
 }
 

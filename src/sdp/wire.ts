@@ -16,9 +16,17 @@
  * - HELLO (0x00) / HELLO_ACK (0x01), 16 bytes:
  *   `u16 version; u16 capabilities; u32 recvBufferSize; u32 recvBufferCount; u32 maxMessageSize`.
  *   `capabilities` bit 0 (`CAP_ZCOPY_READ`): this side can RDMA READ a SrcAvail
- *   (it has a registered sink); other bits are zero. `recvBufferSize` is the
- *   largest frame this side can receive, `recvBufferCount` its posted buffers,
+ *   (it has a registered sink); bit 15 (`CAP_PRE_AUTH`): these are this side's
+ *   limits before its peer is authenticated, and a GROW may raise them; other
+ *   bits are zero. `recvBufferSize` is the largest frame this side can
+ *   receive, `recvBufferCount` its posted buffers (the most `bufs` may say),
  *   `maxMessageSize` the largest message it accepts.
+ * - GROW (0x10), 16 bytes, the HELLO body: the side that announced
+ *   `CAP_PRE_AUTH` has authenticated its peer and now allows these limits
+ *   (more buffers, a larger `maxMessageSize`, zcopy). At most once; same
+ *   `recvBufferSize`, no smaller count or size, `CAP_PRE_AUTH` clear. Its
+ *   header's `bufs` already counts the new buffers. (A project extension: SDP
+ *   has no such message.)
  * - DATA (0xFF): payload bytes. `flags` bit 0 (`DATA_MORE`): more fragments of
  *   this message follow. `flags` bit 1 (`DATA_HEAD`): first fragment of a
  *   message split across frames; the body then starts with `u32 totalLength`.
@@ -48,6 +56,7 @@ export const MID = {
   SendSM: 0x04,
   RdmaRdCompl: 0x06,
   SrcAvailCancel: 0x08,
+  Grow: 0x10,
   SrcAvail: 0xfe,
   Data: 0xff,
 } as const;
@@ -60,6 +69,8 @@ export const RDMARDCOMPL_BODY_SIZE = 4;
 export const DATA_HEAD_SIZE = 4;
 export const PROTOCOL_VERSION = 1;
 export const CAP_ZCOPY_READ = 0x0001;
+/** HELLO: the limits announced are the ones before authentication; a GROW may follow. */
+export const CAP_PRE_AUTH = 0x8000;
 export const DATA_MORE = 0x01;
 export const DATA_HEAD = 0x02;
 /** Smallest receive buffer a peer may announce: a header plus a useful payload. */
@@ -75,6 +86,7 @@ const MID_NAMES: Record<number, string> = {
   0x04: "SendSM",
   0x06: "RdmaRdCompl",
   0x08: "SrcAvailCancel",
+  0x10: "GROW",
   0xfe: "SrcAvail",
   0xff: "DATA",
 };
@@ -104,11 +116,13 @@ export interface Hello {
   recvBufferSize: number;
   recvBufferCount: number;
   maxMessageSize: number;
+  /** The sender's limits are its limits before authentication: a GROW may raise them (never set in a GROW). */
+  preAuth?: boolean;
 }
 
 /** A decoded frame body, by message id. */
 export type Body =
-  | { mid: typeof MID.Hello | typeof MID.HelloAck; hello: Hello }
+  | { mid: typeof MID.Hello | typeof MID.HelloAck | typeof MID.Grow; hello: Hello }
   | {
     mid: typeof MID.Data;
     /** More fragments of this message follow. */
@@ -175,6 +189,7 @@ export function frameSize(body: Body): number {
   switch (body.mid) {
     case MID.Hello:
     case MID.HelloAck:
+    case MID.Grow:
       return HEADER_SIZE + HELLO_BODY_SIZE;
     case MID.Data:
       return HEADER_SIZE + (body.total !== undefined ? DATA_HEAD_SIZE : 0) + body.payload.length;
@@ -206,10 +221,11 @@ export function encodeFrame(target: Uint8Array, h: HeaderFields, body: Body): nu
   const o = HEADER_SIZE;
   switch (body.mid) {
     case MID.Hello:
-    case MID.HelloAck: {
+    case MID.HelloAck:
+    case MID.Grow: {
       const m = body.hello;
       put16(target, o, m.version);
-      put16(target, o + 2, m.zcopyRead ? CAP_ZCOPY_READ : 0);
+      put16(target, o + 2, (m.zcopyRead ? CAP_ZCOPY_READ : 0) | (m.preAuth ? CAP_PRE_AUTH : 0));
       put32(target, o + 4, m.recvBufferSize);
       put32(target, o + 8, m.recvBufferCount);
       put32(target, o + 12, m.maxMessageSize);
@@ -276,7 +292,7 @@ export interface RxFrame {
   rkey: number;
   /** SrcAvail. */
   vaddr: bigint;
-  /** HELLO, HELLO_ACK: a fresh object (kept by the engine as the peer's). */
+  /** HELLO, HELLO_ACK, GROW: a fresh object (kept by the engine as the peer's). */
   hello: Hello | undefined;
 }
 
@@ -338,10 +354,12 @@ export function decodeInto(bytes: Uint8Array, expectedMseq: number, out: RxFrame
       return;
     }
     case MID.Hello:
-    case MID.HelloAck: {
+    case MID.HelloAck:
+    case MID.Grow: {
       bodyLength(mid, n, HELLO_BODY_SIZE);
       const caps = get16(bytes, o + 2);
-      if ((caps & ~CAP_ZCOPY_READ) !== 0) {
+      const known = mid === MID.Grow ? CAP_ZCOPY_READ : CAP_ZCOPY_READ | CAP_PRE_AUTH;
+      if ((caps & ~known) !== 0) {
         throw new ProtocolError(`${midName(mid)} capabilities 0x${caps.toString(16)}: unknown bits set`);
       }
       const hello: Hello = {
@@ -351,6 +369,7 @@ export function decodeInto(bytes: Uint8Array, expectedMseq: number, out: RxFrame
         recvBufferCount: get32(bytes, o + 8),
         maxMessageSize: get32(bytes, o + 12),
       };
+      if ((caps & CAP_PRE_AUTH) !== 0) hello.preAuth = true;
       if (hello.version !== PROTOCOL_VERSION) {
         throw new ProtocolError(`${midName(mid)} version ${hello.version} not supported (this side speaks ${PROTOCOL_VERSION})`);
       }
@@ -396,6 +415,7 @@ export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
   switch (f.mid) {
     case MID.Hello:
     case MID.HelloAck:
+    case MID.Grow:
       body = { mid: f.mid, hello: f.hello! };
       break;
     case MID.Data:

@@ -51,10 +51,66 @@
  *   once. After `closed`, memory may be freed and views detached (length 0).
  * - No memory registration and no allocation per frame on the data path.
  *
+ * **Before trust** (`preAuth` in the connect/listen options): the link starts
+ * with the small footprint of `PreAuthSizes` (a few receive buffers and send
+ * slots, no `source` or `sink`, `zcopy: false`, a small `maxMessageSize`) and
+ * reports it in `capabilities`; `preAuth` is true and `memoryBytes` counts
+ * only that. `grow()`, called by the socket once the application has
+ * authenticated the peer, allocates (registers) the rest: receive buffers
+ * `old count..full count - 1`, which it posts before it returns, send slots
+ * `old..full - 1`, and the zcopy arenas; `capabilities`, `source` and `sink`
+ * then report the full sizes. Buffer and slot indices keep their meaning.
+ *
  * @module
  */
 import type { TlsConfig } from "./tls.ts";
 import type { TransportKind } from "../types.ts";
+
+/**
+ * The footprint of a link before its peer is authenticated (`preAuth`).
+ * Every size is at most the full one (`LinkSizes`); `recvBufferSize` is
+ * the full one (buffers keep their size when more are added).
+ */
+export interface PreAuthSizes {
+  /** Receive buffers posted before trust (the peer's initial credit). @default 8 */
+  recvBufferCount?: number;
+  /** Send slots before trust. @default 8 */
+  sendSlots?: number;
+  /** Largest message received (and sent) before trust; no zcopy before trust. @default 65536 */
+  maxMessageSize?: number;
+}
+
+/** Defaults of `PreAuthSizes`. */
+export const PRE_AUTH_DEFAULTS = { recvBufferCount: 8, sendSlots: 8, maxMessageSize: 65536 } as const;
+
+/**
+ * The sizes a link starts with when opened with `preAuth` (`undefined`:
+ * none, it starts full), checked against the full `sizes`, with errors that
+ * name the option and the bad value. `true` means the defaults.
+ */
+export function resolvePreAuth(
+  sizes: Required<LinkSizes>,
+  preAuth: PreAuthSizes | boolean | undefined,
+): Required<LinkSizes> | undefined {
+  if (preAuth === undefined || preAuth === false) return undefined;
+  const p = preAuth === true ? {} : preAuth;
+  if (typeof p !== "object" || p === null) throw new TypeError(`'preAuth' must be a boolean or an object of sizes: got ${String(preAuth)}`);
+  const small = {
+    recvBufferSize: sizes.recvBufferSize,
+    recvBufferCount: p.recvBufferCount ?? Math.min(PRE_AUTH_DEFAULTS.recvBufferCount, sizes.recvBufferCount),
+    sendSlots: p.sendSlots ?? Math.min(PRE_AUTH_DEFAULTS.sendSlots, sizes.sendSlots),
+    maxMessageSize: p.maxMessageSize ?? Math.min(PRE_AUTH_DEFAULTS.maxMessageSize, sizes.maxMessageSize),
+  };
+  const check = (name: string, v: number, min: number, max: number) => {
+    if (!Number.isInteger(v) || v < min || v > max) {
+      throw new RangeError(`'preAuth.${name}' must be an integer in ${min}..${max} (the full '${name}'): got ${v}`);
+    }
+  };
+  check("recvBufferCount", small.recvBufferCount, 4, sizes.recvBufferCount);
+  check("sendSlots", small.sendSlots, 2, sizes.sendSlots);
+  check("maxMessageSize", small.maxMessageSize, 1, sizes.maxMessageSize);
+  return small;
+}
 
 /** A registered memory region as the socket sees it. */
 export interface RegisteredRegion {
@@ -136,6 +192,18 @@ export interface Link {
   advertise?(offset: number, length: number): number;
   /** Optional: closes what `advertise(offset, …)` opened; from its return the peer's READs of it fail. */
   withdraw?(offset: number): void;
+  /** Bytes of buffers this link holds now (registered with the device on rdma): receive ring, send slots, arenas. */
+  readonly memoryBytes?: number;
+  /** The link still has its footprint before trust (opened with `preAuth`, not grown yet). */
+  readonly preAuth?: boolean;
+  /**
+   * Links opened with `preAuth`: allocates (registers) the full receive ring,
+   * send slots and zcopy arenas, posts the new receive buffers, and returns
+   * the full capabilities (see the module header). Throws when it cannot
+   * (memory); a second call, or one after close, is a no-op returning the
+   * current capabilities.
+   */
+  grow?(): LinkCapabilities;
 }
 
 /** See `Link.remoteAccess`. */
@@ -155,6 +223,8 @@ export interface LinkSizes {
 
 /** Options of `connectLink`. */
 export interface LinkConnectOptions extends LinkSizes {
+  /** Start with the footprint before trust (`true`: `PRE_AUTH_DEFAULTS`); `grow()` adds the rest. @default full sizes at once */
+  preAuth?: PreAuthSizes | boolean;
   host: string;
   port: number;
   /** Connection establishment timeout. @default 5000 */
@@ -165,6 +235,8 @@ export interface LinkConnectOptions extends LinkSizes {
 
 /** Options of `listenLinks`. */
 export interface LinkListenOptions extends LinkSizes {
+  /** Every accepted link starts with the footprint before trust (see `LinkConnectOptions.preAuth`). @default full sizes at once */
+  preAuth?: PreAuthSizes | boolean;
   host: string;
   /** 0 picks a free port. */
   port: number;

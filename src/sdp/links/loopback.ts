@@ -23,6 +23,9 @@
  * send slot holds `recvBufferSize` bytes plus a frame header, so a message
  * of exactly `recvBufferSize` bytes (64 KiB by default) travels in one frame.
  *
+ * Before trust (`preAuth`), a side has the small footprint and no source or
+ * sink (its `memoryBytes` says so); `grow()` allocates the rest.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -37,7 +40,9 @@ import {
   type LinkListenOptions,
   linkCapabilities,
   type LinkSizes,
+  type PreAuthSizes,
   type RegisteredRegion,
+  resolvePreAuth,
   resolveSizes,
 } from "./link.ts";
 import { type SocketOptions, SdpSocket } from "../socket.ts";
@@ -302,9 +307,13 @@ const BASE_ADDR = [0x7f0000000000n, 0x7e0000000000n];
 export class LoopbackLink implements Link {
   readonly transport = "loopback" as const;
   readonly remoteAddress: string;
-  readonly capabilities: LinkCapabilities;
-  readonly source: RegisteredRegion;
-  readonly sink: RegisteredRegion;
+  capabilities: LinkCapabilities;
+  /** Undefined before trust (`preAuth`): created by `grow()`. */
+  source: RegisteredRegion | undefined;
+  sink: RegisteredRegion | undefined;
+  /** The full sizes, while the link has its footprint before trust. */
+  #full: Required<LinkSizes> | undefined;
+  #memoryBytes = 0;
   readonly #side: 0 | 1;
   readonly #sched: Scheduler;
   peer!: LoopbackLink;
@@ -317,19 +326,52 @@ export class LoopbackLink implements Link {
   #closed = false;
   #early: Array<() => void> = [];
 
-  constructor(side: 0 | 1, sched: Scheduler, sizes: Required<LinkSizes>, remoteAddress: string) {
+  /** `small`: the sizes before trust (`preAuth`), `grow()` goes to `sizes`; undefined: full at once. */
+  constructor(side: 0 | 1, sched: Scheduler, sizes: Required<LinkSizes>, remoteAddress: string, small?: Required<LinkSizes>) {
     this.#side = side;
     this.#sched = sched;
     this.remoteAddress = remoteAddress;
-    const { recvBufferCount, sendSlots, maxMessageSize } = sizes;
+    const now = small ?? sizes;
+    this.#full = small ? sizes : undefined;
+    const { recvBufferCount, sendSlots } = now;
     // A buffer holds recvBufferSize bytes of payload plus a header: a 64 KiB message is one frame.
     const frameSize = sizes.recvBufferSize + HEADER_SIZE;
-    this.capabilities = linkCapabilities({ ...sizes, recvBufferSize: frameSize }, true, true);
+    this.capabilities = linkCapabilities({ ...now, recvBufferSize: frameSize }, !small, true);
     this.#recv = carve(new Uint8Array(frameSize * recvBufferCount), recvBufferCount, frameSize);
     this.#slots = carve(new Uint8Array(frameSize * sendSlots), sendSlots, frameSize);
+    this.#memoryBytes = frameSize * (recvBufferCount + sendSlots);
     for (let i = 0; i < recvBufferCount; i++) this.#posted.push(i);
+    if (!small) this.#arenas(sizes.maxMessageSize);
+  }
+
+  #arenas(maxMessageSize: number): void {
+    const side = this.#side;
     this.source = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side], rkey: 0x1000 + side * 0x111 };
     this.sink = { bytes: new Uint8Array(maxMessageSize), addr: BASE_ADDR[side] + 0x100000000n, rkey: 0 };
+    this.#memoryBytes += 2 * maxMessageSize;
+  }
+
+  get memoryBytes(): number {
+    return this.#memoryBytes;
+  }
+
+  get preAuth(): boolean {
+    return this.#full !== undefined;
+  }
+
+  grow(): LinkCapabilities {
+    const full = this.#full;
+    if (!full || this.#closed) return this.capabilities;
+    const frameSize = this.capabilities.recvBufferSize;
+    const moreRecv = full.recvBufferCount - this.#recv.length;
+    const moreSlots = full.sendSlots - this.#slots.length;
+    for (const b of carve(new Uint8Array(frameSize * moreRecv), moreRecv, frameSize)) this.#posted.push(this.#recv.push(b) - 1);
+    this.#slots.push(...carve(new Uint8Array(frameSize * moreSlots), moreSlots, frameSize));
+    this.#memoryBytes += frameSize * (moreRecv + moreSlots);
+    this.#arenas(full.maxMessageSize);
+    this.#full = undefined;
+    this.capabilities = linkCapabilities({ ...full, recvBufferSize: frameSize }, true, true);
+    return this.capabilities;
   }
 
   start(events: LinkEvents): void {
@@ -373,14 +415,15 @@ export class LoopbackLink implements Link {
     const verdict = e.verdict;
     const { token, sinkOffset, length, remoteAddr, rkey } = e;
     const src = this.peer.source;
-    const off = Number(remoteAddr - src.addr);
+    const sink = this.sink;
     if (typeof verdict === "object" && "fail" in verdict) {
       return this.#events!.readFailed(token, new Error(`RDMA READ failed: ${verdict.fail}`));
     }
-    if (rkey !== src.rkey || off < 0 || off + length > src.bytes.length || sinkOffset + length > this.sink.bytes.length) {
+    const off = src ? Number(remoteAddr - src.addr) : -1;
+    if (!src || !sink || rkey !== src.rkey || off < 0 || off + length > src.bytes.length || sinkOffset + length > sink.bytes.length) {
       return this.#events!.readFailed(token, new Error("RDMA READ failed: remote access error"));
     }
-    this.sink.bytes.set(src.bytes.subarray(off, off + length), sinkOffset);
+    sink.bytes.set(src.bytes.subarray(off, off + length), sinkOffset);
     this.#events!.readDone(token);
   }
 
@@ -433,15 +476,22 @@ export class LoopbackLink implements Link {
 export interface LoopbackOptions extends LinkSizes {
   /** Interleave completion channels in a seeded random order. */
   reorderSeed?: number;
+  /**
+   * Both sides start with the footprint before trust (`true`: the defaults),
+   * or `[first, second]` per side. @default full sizes at once
+   */
+  preAuth?: PreAuthSizes | boolean | [PreAuthSizes | boolean | undefined, PreAuthSizes | boolean | undefined];
 }
 
 /** Makes two connected loopback links and their fault controller. */
 export function loopbackLinkPair(options: LoopbackOptions = {}): [LoopbackLink, LoopbackLink, LoopbackFaults] {
   const sizes = resolveSizes(options);
+  const p = options.preAuth;
+  const [pa, pb] = Array.isArray(p) ? p : [p, p];
   const faults = new LoopbackFaults(options.reorderSeed);
   const sched = new Scheduler(faults);
-  const a = new LoopbackLink(0, sched, sizes, "loopback:1");
-  const b = new LoopbackLink(1, sched, sizes, "loopback:0");
+  const a = new LoopbackLink(0, sched, sizes, "loopback:1", resolvePreAuth(sizes, pa));
+  const b = new LoopbackLink(1, sched, sizes, "loopback:0", resolvePreAuth(sizes, pb));
   a.peer = b;
   b.peer = a;
   let down = false;
@@ -494,10 +544,10 @@ let nextPort = 40000;
 
 class LoopbackLinkListener implements LinkListener {
   readonly address: { host: string; port: number };
-  readonly sizes: LinkSizes;
+  readonly sizes: LinkListenOptions;
   readonly #accepted = new AcceptQueue<LoopbackLink>();
 
-  constructor(host: string, port: number, sizes: LinkSizes) {
+  constructor(host: string, port: number, sizes: LinkListenOptions) {
     this.address = { host, port };
     this.sizes = sizes;
   }
@@ -533,7 +583,8 @@ export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
 export function connectLink(options: LinkConnectOptions): Promise<Link> {
   const l = listeners.get(`${options.host}:${options.port}`);
   if (!l) return Promise.reject(new Error(`loopback connect to ${options.host}:${options.port}: nobody is listening`));
-  const [a, b] = loopbackLinkPair({ ...l.sizes, ...options });
+  // Each side has its own footprint before trust: the connector's, the listener's.
+  const [a, b] = loopbackLinkPair({ ...l.sizes, ...options, preAuth: [options.preAuth, l.sizes.preAuth] });
   l.accept(b);
   return Promise.resolve(a);
 }

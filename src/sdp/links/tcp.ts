@@ -27,7 +27,12 @@
  *    (`sendCompletionMeansDelivered: false`); the engine resolves a send when
  *    the peer's `mseq_ack` covers its last frame (the peer acknowledges
  *    message frames at once).
- * 4. Close: a local close ends the stream after flushing (so a final DISCONN or
+ * 4. Before trust (`preAuth`): the link starts with `PreAuthSizes` buffers
+ *    and slots (8 + 8 of 64 KiB + a header by default, about 1 MiB rather
+ *    than 8 MiB); `grow()` allocates the rest (indices continue) and makes the
+ *    new buffers available at once. The rings of slot numbers are sized for
+ *    the full count from the start (a few hundred bytes).
+ * 5. Close: a local close ends the stream after flushing (so a final DISCONN or
  *    ABORT goes out) and destroys it if the peer does not finish within a
  *    second; the peer's FIN, a reset or an error closes the link with an error
  *    naming it.
@@ -49,6 +54,7 @@ import {
   type LinkListenOptions,
   linkCapabilities,
   type LinkSizes,
+  resolvePreAuth,
   resolveSizes,
 } from "./link.ts";
 import { HEADER_SIZE, ProtocolError } from "../wire.ts";
@@ -67,12 +73,15 @@ interface Stage {
 export class TcpLink implements Link {
   readonly transport = "tcp" as const;
   readonly remoteAddress: string;
-  readonly capabilities: LinkCapabilities;
+  capabilities: LinkCapabilities;
   readonly source = undefined;
   readonly sink = undefined;
   readonly #socket: net.Socket;
   readonly #recv: Uint8Array[];
   readonly #slots: Uint8Array[];
+  /** The full sizes, while the link has its footprint before trust. */
+  #full: Required<LinkSizes> | undefined;
+  #memoryBytes: number;
   /** Per receive buffer and per slot, the last view of a frame: reused for the same length (a view costs ~0.1 µs). */
   readonly #recvViews: (Uint8Array | undefined)[] = [];
   readonly #slotViews: (Uint8Array | undefined)[] = [];
@@ -108,15 +117,20 @@ export class TcpLink implements Link {
   readonly #flushBound = () => this.#flush();
   readonly #writtenBound = (err?: Error | null) => this.#written(err);
 
-  constructor(socket: net.Socket, sizes: Required<LinkSizes>) {
+  /** `small`: the sizes before trust (`preAuth`), `grow()` goes to `sizes`; undefined: full at once. */
+  constructor(socket: net.Socket, sizes: Required<LinkSizes>, small?: Required<LinkSizes>) {
     this.#socket = socket;
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
-    const { recvBufferCount, sendSlots } = sizes;
+    const now = small ?? sizes;
+    this.#full = small ? sizes : undefined;
+    const { recvBufferCount } = now;
+    const sendSlots = sizes.sendSlots; // the slot-number rings: full size from the start
     // A buffer holds recvBufferSize bytes of payload plus a header: a 64 KiB message is one frame.
     const frameSize = sizes.recvBufferSize + HEADER_SIZE;
-    this.capabilities = linkCapabilities({ ...sizes, recvBufferSize: frameSize }, false, false);
+    this.capabilities = linkCapabilities({ ...now, recvBufferSize: frameSize }, false, false);
     this.#recv = carve(new Uint8Array(frameSize * recvBufferCount), recvBufferCount, frameSize);
-    this.#slots = carve(new Uint8Array(frameSize * sendSlots), sendSlots, frameSize);
+    this.#slots = carve(new Uint8Array(frameSize * now.sendSlots), now.sendSlots, frameSize);
+    this.#memoryBytes = frameSize * (recvBufferCount + now.sendSlots);
     this.#batchSlot = new Int32Array(sendSlots);
     this.#batchLen = new Int32Array(sendSlots);
     this.#writtenSlots = new Int32Array(sendSlots);
@@ -129,6 +143,30 @@ export class TcpLink implements Link {
     socket.on("error", (e: Error) => this.#fail(new Error(`tcp connection error: ${e.message}`, { cause: e })));
     socket.on("end", () => this.#fail(new Error("the peer disconnected (end of stream)")));
     socket.on("close", () => this.#fail(new Error("the connection closed")));
+  }
+
+  get memoryBytes(): number {
+    return this.#memoryBytes;
+  }
+
+  get preAuth(): boolean {
+    return this.#full !== undefined;
+  }
+
+  grow(): LinkCapabilities {
+    const full = this.#full;
+    if (!full || this.#closing) return this.capabilities;
+    const frameSize = this.capabilities.recvBufferSize;
+    const moreRecv = full.recvBufferCount - this.#recv.length;
+    const moreSlots = full.sendSlots - this.#slots.length;
+    const recv = carve(new Uint8Array(frameSize * moreRecv), moreRecv, frameSize);
+    const slots = carve(new Uint8Array(frameSize * moreSlots), moreSlots, frameSize);
+    for (const b of recv) this.#posted.push(this.#recv.push(b) - 1);
+    this.#slots.push(...slots);
+    this.#memoryBytes += frameSize * (moreRecv + moreSlots);
+    this.#full = undefined;
+    this.capabilities = linkCapabilities({ ...full, recvBufferSize: frameSize }, false, false);
+    return this.capabilities;
   }
 
   start(events: LinkEvents): void {
@@ -351,6 +389,7 @@ export class TcpLink implements Link {
 /** Connects a TCP link. */
 export function connectLink(options: LinkConnectOptions): Promise<Link> {
   const sizes = resolveSizes(options);
+  const small = resolvePreAuth(sizes, options.preAuth);
   const timeoutMs = options.timeoutMs ?? 5000;
   const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
   const what = `${secure ? "tls" : "tcp"} connect to ${options.host}:${options.port}`;
@@ -375,7 +414,7 @@ export function connectLink(options: LinkConnectOptions): Promise<Link> {
     s.once(secure ? "secureConnect" : "connect", () => {
       clearTimeout(timer);
       s.removeAllListeners("error");
-      resolve(new TcpLink(s, sizes));
+      resolve(new TcpLink(s, sizes, small));
     });
   });
 }
@@ -385,7 +424,13 @@ class TcpLinkListener implements LinkListener {
   readonly #server: net.Server;
   readonly #accepted = new AcceptQueue<Link>();
 
-  constructor(server: net.Server, host: string, sizes: Required<LinkSizes>, secure: boolean) {
+  constructor(
+    server: net.Server,
+    host: string,
+    sizes: Required<LinkSizes>,
+    small: Required<LinkSizes> | undefined,
+    secure: boolean,
+  ) {
     this.#server = server;
     const a = server.address() as net.AddressInfo;
     this.address = { host, port: a.port };
@@ -393,7 +438,7 @@ class TcpLinkListener implements LinkListener {
     if (secure) server.on("tlsClientError", () => {});
     server.on(secure ? "secureConnection" : "connection", (s: net.Socket) => {
       if (this.#accepted.closed) return void s.destroy();
-      this.#accepted.push(new TcpLink(s, sizes));
+      this.#accepted.push(new TcpLink(s, sizes, small));
     });
   }
 
@@ -411,6 +456,7 @@ class TcpLinkListener implements LinkListener {
 /** Listens for TCP links; port 0 picks a free port (see `address`). */
 export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
   const sizes = resolveSizes(options);
+  const small = resolvePreAuth(sizes, options.preAuth);
   return new Promise((resolve, reject) => {
     const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
     const server = secure
@@ -420,7 +466,7 @@ export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
       reject(new Error(`tcp listen on ${options.host}:${options.port} failed: ${e.message}`, { cause: e })));
     server.listen(options.port, options.host, () => {
       server.removeAllListeners("error");
-      resolve(new TcpLinkListener(server, options.host, sizes, secure !== undefined));
+      resolve(new TcpLinkListener(server, options.host, sizes, small, secure !== undefined));
     });
   });
 }
