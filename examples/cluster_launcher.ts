@@ -10,8 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import process from "node:process";
-import type { PeerConfig } from "../src/cluster/peers.ts";
-import type { TransportChoice } from "../src/sdp/types.ts";
+import type { PeerConfig, TransportChoice } from "../mod.ts";
 
 /** The repository root (this file is in `examples/`). */
 export const REPO_ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);

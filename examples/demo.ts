@@ -31,9 +31,7 @@ import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
 import process from "node:process";
 import { launchCluster, type LaunchedCluster, REPO_ROOT } from "./cluster_launcher.ts";
-import { parseSessionCookie } from "../src/cluster/cookie.ts";
-import type { SessionClusterStats } from "../src/cluster/session_cluster.ts";
-import type { TransportChoice } from "../src/sdp/types.ts";
+import { parseSessionCookie, type SessionClusterStats, type TransportChoice } from "../mod.ts";
 
 const { values: flags } = parseArgs({
   args: process.argv.slice(2),

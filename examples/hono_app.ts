@@ -14,11 +14,9 @@
  */
 import process from "node:process";
 import { Hono } from "hono";
-import { startSessionCluster } from "../src/cluster/start.ts";
-import type { SessionCluster } from "../src/cluster/session_cluster.ts";
+import { metricsHandler, serve, type SessionCluster, startSessionCluster } from "../mod.ts";
+// The package's `./hono` export (mod.ts leaves it out: hono is an optional peer dependency).
 import { sessions, type SessionVariables } from "../src/http/hono.ts";
-import { serve } from "../src/http/serve.ts";
-import { metricsHandler } from "../src/metrics/cluster.ts";
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);

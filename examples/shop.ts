@@ -14,9 +14,7 @@
  * @module
  */
 
-import type { SessionCluster } from "../src/cluster/session_cluster.ts";
-import type { Session } from "../src/http/session.ts";
-import { SessionTooLargeError } from "../src/session/errors.ts";
+import { type Session, type SessionCluster, SessionTooLargeError } from "../mod.ts";
 
 /** The shop's request handler, to be wrapped with `withSessions`. */
 export function shopHandler(cluster: SessionCluster) {

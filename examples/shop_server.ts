@@ -22,13 +22,17 @@
 import { parseArgs } from "node:util";
 import { createInterface } from "node:readline";
 import process from "node:process";
-import { SessionCluster } from "../src/cluster/session_cluster.ts";
-import { dialPeer, listenForPeers } from "../src/cluster/transport.ts";
-import type { PeerConfig } from "../src/cluster/peers.ts";
-import { serve, runtimeName } from "../src/http/serve.ts";
-import { withSessions } from "../src/http/with_sessions.ts";
-import type { AckMode } from "../src/rmi/types.ts";
-import type { TransportChoice } from "../src/sdp/types.ts";
+import {
+  type AckMode,
+  dialPeer,
+  listenForPeers,
+  type PeerConfig,
+  runtimeName,
+  serve,
+  SessionCluster,
+  type TransportChoice,
+  withSessions,
+} from "../mod.ts";
 import { shopHandler } from "./shop.ts";
 
 /** Parsed flags of a shop server. */
