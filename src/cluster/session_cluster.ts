@@ -152,6 +152,22 @@ export interface ReplicateOptions {
 
 const ACKED: ReadonlySet<ReplicationOutcome> = new Set(["transport", "applied"]);
 
+/** Genuine cookie values remembered (each under 200 bytes): about a megabyte at most. */
+const VERIFIED_COOKIES_MAX = 4096;
+
+/** A map that forgets everything once it holds `max` entries (a cache of pure results: a miss only costs a recomputation). */
+class BoundedMap<K, V> {
+  #map = new Map<K, V>();
+  constructor(readonly max: number) {}
+  get(key: K): V | undefined {
+    return this.#map.get(key);
+  }
+  set(key: K, value: V): void {
+    if (this.#map.size >= this.max && !this.#map.has(key)) this.#map.clear();
+    this.#map.set(key, value);
+  }
+}
+
 export type { HandoverReply } from "./context.ts";
 export { SessionUnavailableError } from "./errors.ts";
 
@@ -176,6 +192,10 @@ export class SessionCluster {
   #refresher: ReturnType<typeof setInterval> | undefined;
   #refreshSoon: ReturnType<typeof setTimeout> | undefined;
   #cookies: SessionCookieSigner;
+  /** The last cookie value signed per record (request path: no HMAC when the placement did not change). */
+  #signed = new WeakMap<SessionRecord, SessionLocator & { value: string }>();
+  /** Cookie values known genuine (signed or verified here), bounded: no HMAC for a cookie seen before. */
+  #verified = new BoundedMap<string, SessionLocator>(VERIFIED_COOKIES_MAX);
   #ctx: ClusterContext | undefined;
   #counts: FailoverCounts = {
     badCookies: 0,
@@ -278,13 +298,27 @@ export class SessionCluster {
 
   /** The signed cookie value naming where session `record` lives (see `cookie.ts`). */
   cookieFor(record: SessionRecord): string {
-    return this.#cookies.format({ id: record.id, primary: record.primary, secondary: record.secondary });
+    // The value is a pure function of (id, primary, secondary) under a fixed key: signed once per placement.
+    const last = this.#signed.get(record);
+    if (last !== undefined && last.id === record.id && last.primary === record.primary && last.secondary === record.secondary) {
+      return last.value;
+    }
+    const value = this.#cookies.format({ id: record.id, primary: record.primary, secondary: record.secondary });
+    this.#signed.set(record, { id: record.id, primary: record.primary, secondary: record.secondary, value });
+    this.#verified.set(value, { id: record.id, primary: record.primary, secondary: record.secondary });
+    return value;
   }
 
   /** The locator of a cookie value this cluster signed; `undefined` if it was edited, made up or malformed. */
   verifyCookie(value: string | undefined | null): SessionLocator | undefined {
+    if (value) {
+      // A value that verified once always verifies (same key): only genuine values are remembered.
+      const known = this.#verified.get(value);
+      if (known !== undefined) return { id: known.id, primary: known.primary, secondary: known.secondary };
+    }
     const locator = this.#cookies.verify(value);
     if (value && locator === undefined) this.#counts.badCookies++;
+    if (value && locator !== undefined) this.#verified.set(value, { id: locator.id, primary: locator.primary, secondary: locator.secondary });
     return locator;
   }
 

@@ -18,6 +18,13 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 const EMPTY = new Uint8Array(0);
 
+/** The JSON text `jsonCodec` encodes `value` (not `undefined`) as; `TypeError` for what JSON cannot represent. */
+export function jsonText(value: unknown): string {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`json codec cannot encode a ${typeof value}`);
+  return text;
+}
+
 /**
  * JSON codec: `undefined` is encoded as zero bytes; anything `JSON.stringify`
  * cannot represent (functions, bigint, cycles) throws a `TypeError`.
@@ -33,11 +40,7 @@ export const jsonCodec: ValueCodec = {
   name: "json",
   encode(value: unknown): Uint8Array {
     if (value === undefined) return EMPTY;
-    const text = JSON.stringify(value);
-    if (text === undefined) {
-      throw new TypeError(`json codec cannot encode a ${typeof value}`);
-    }
-    return encoder.encode(text);
+    return encoder.encode(jsonText(value));
   },
   decode(bytes: Uint8Array): unknown {
     if (bytes.byteLength === 0) return undefined;

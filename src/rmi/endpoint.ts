@@ -22,12 +22,13 @@
  */
 
 import type { MessageSocket, ReceivedMessage } from "../sdp/types.ts";
-import { jsonCodec, type ValueCodec } from "./codec.ts";
+import { jsonCodec, jsonText, type ValueCodec } from "./codec.ts";
 import { RemoteError, RmiClosedError, RmiTimeoutError } from "./errors.ts";
 import {
   decodeErrorText,
   decodeFrame,
   encodeCall,
+  encodeCallText,
   encodeErrorReply,
   encodeReply,
   RmiFrameError,
@@ -154,19 +155,51 @@ export class RmiEndpoint {
    */
   call(method: string, args?: unknown, options: CallOptions = {}): Promise<unknown> {
     const ack = options.ack ?? this.#defaultAck;
-    if (this.#isClosed) {
-      const error = new RmiClosedError(`RMI endpoint '${this.name}' is closed; cannot call '${method}'`, {
-        cause: this.#closedError,
-      });
-      if (ack === "none") {
-        this.#stats.droppedSends++;
-        return Promise.resolve(undefined);
-      }
-      return Promise.reject(error);
-    }
+    if (this.#isClosed) return this.#closedCall(method, ack);
+    const callId = this.#takeCallId();
+    const frame = this.#codec === jsonCodec && args !== undefined
+      ? encodeCallText(callId, method, ack, jsonText(args))
+      : encodeCall(callId, method, ack, this.#codec.encode(args));
+    return this.#post(callId, method, ack, frame, options.timeoutMs);
+  }
+
+  /** The codec of arguments and results. */
+  get codec(): ValueCodec {
+    return this.#codec;
+  }
+
+  /**
+   * `call` with arguments already encoded as JSON text (`JSON.stringify`
+   * output, not empty), for callers that hold the text of most of their
+   * arguments already (the replicator). Throws `TypeError` unless the
+   * endpoint's codec is `jsonCodec`.
+   */
+  callJson(method: string, text: string, options: CallOptions = {}): Promise<unknown> {
+    if (this.#codec !== jsonCodec) throw new TypeError(`callJson needs the json codec: endpoint '${this.name}' uses ${this.#codec.name}`);
+    if (text.length === 0) throw new TypeError("callJson: the JSON text of the arguments must not be empty");
+    const ack = options.ack ?? this.#defaultAck;
+    if (this.#isClosed) return this.#closedCall(method, ack);
+    const callId = this.#takeCallId();
+    return this.#post(callId, method, ack, encodeCallText(callId, method, ack, text), options.timeoutMs);
+  }
+
+  #takeCallId(): number {
     const callId = this.#nextCallId;
-    this.#nextCallId = this.#nextCallId === 0xffff_ffff ? 1 : this.#nextCallId + 1;
-    const frame = encodeCall(callId, method, ack, this.#codec.encode(args));
+    this.#nextCallId = callId === 0xffff_ffff ? 1 : callId + 1;
+    return callId;
+  }
+
+  #closedCall(method: string, ack: AckMode): Promise<unknown> {
+    if (ack === "none") {
+      this.#stats.droppedSends++;
+      return RESOLVED;
+    }
+    return Promise.reject(
+      new RmiClosedError(`RMI endpoint '${this.name}' is closed; cannot call '${method}'`, { cause: this.#closedError }),
+    );
+  }
+
+  #post(callId: number, method: string, ack: AckMode, frame: Uint8Array, timeoutMs: number | undefined): Promise<unknown> {
     this.#stats.callsSent++;
     const sent = this.socket.send(frame);
     if (ack === "none") {
@@ -176,16 +209,17 @@ export class RmiEndpoint {
           this.#logger.warn(`rmi ${this.name}: one-way call '${method}' was not delivered: ${messageOf(error)}`);
         }
       });
-      return Promise.resolve(undefined);
+      return RESOLVED;
     }
-    if (ack === "transport") return sent.then(() => undefined);
+    // `send` resolves with undefined: what a transport-acknowledged call resolves with.
+    if (ack === "transport") return sent;
     return new Promise<unknown>((resolve, reject) => {
       const pending: PendingCall = { method, resolve, reject };
-      if (options.timeoutMs !== undefined) {
+      if (timeoutMs !== undefined) {
         pending.timer = setTimeout(() => {
           this.#pending.delete(callId);
-          reject(new RmiTimeoutError(`RMI call '${method}' to '${this.name}' got no reply within ${options.timeoutMs} ms`));
-        }, options.timeoutMs);
+          reject(new RmiTimeoutError(`RMI call '${method}' to '${this.name}' got no reply within ${timeoutMs} ms`));
+        }, timeoutMs);
       }
       this.#pending.set(callId, pending);
       sent.catch((error) => this.#settle(callId, undefined, error instanceof Error ? error : new Error(String(error))));
@@ -340,6 +374,8 @@ export class RmiEndpoint {
     });
   }
 }
+
+const RESOLVED: Promise<undefined> = Promise.resolve(undefined);
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);

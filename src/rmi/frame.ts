@@ -152,6 +152,35 @@ export function encodeCall(
   return frame;
 }
 
+/** Scratch for UTF-8 encoding of arguments before the frame's size is known (grown on demand, never shrunk past 64 KiB). */
+let scratch = new Uint8Array(4096);
+
+/**
+ * Builds a CALL frame whose arguments are `text` as UTF-8 (JSON arguments):
+ * the text is encoded once, into a reused scratch buffer, and the frame is
+ * the only allocation. Throws `RangeError` like `encodeCall`.
+ */
+export function encodeCallText(callId: number, method: string, ack: AckMode, text: string): Uint8Array {
+  const name = encodeName(method);
+  checkU32("callId", callId);
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
+  const most = text.length * 3;
+  if (scratch.byteLength < most) scratch = new Uint8Array(Math.max(most, scratch.byteLength * 2));
+  const argsLen = encoder.encodeInto(text, scratch).written;
+  const n = name.byteLength;
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + n + argsLen);
+  frame[0] = FrameKind.Call;
+  frame[1] = ACK_CODES[ack];
+  frame[2] = n >>> 8;
+  frame[3] = n;
+  put32(frame, 4, callId);
+  put32(frame, 8, argsLen);
+  for (let i = 0; i < n; i++) frame[FRAME_HEADER_BYTES + i] = name[i];
+  frame.set(argsLen === scratch.byteLength ? scratch : scratch.subarray(0, argsLen), FRAME_HEADER_BYTES + n);
+  if (scratch.byteLength > 1 << 16) scratch = new Uint8Array(4096);
+  return frame;
+}
+
 /** Builds a REPLY frame: `ok` with an encoded result, or an error with its text. */
 export function encodeReply(callId: number, ok: boolean, body: Uint8Array): Uint8Array {
   checkU32("callId", callId);

@@ -10,9 +10,11 @@
  * @module
  */
 
-interface Entry {
-  at: number;
-  fire: (() => void) | undefined;
+class Entry {
+  constructor(readonly at: number, public fire: (() => void) | undefined) {}
+  cancel(): void {
+    this.fire = undefined;
+  }
 }
 
 /** A pending deadline; `cancel()` before it fires, and it never fires. */
@@ -32,16 +34,12 @@ export class Deadlines {
 
   /** Calls `fire` once `boundMs` have passed since `start` (the caller's clock reading), unless cancelled. */
   add(boundMs: number, start: number, fire: () => void): Deadline {
-    const entry: Entry = { at: start + boundMs, fire };
+    const entry = new Entry(start + boundMs, fire);
     let queue = this.#queues.get(boundMs);
     if (queue === undefined) this.#queues.set(boundMs, queue = { entries: [], head: 0 });
     queue.entries.push(entry);
     if (entry.at < this.#armedFor) this.#arm(entry.at);
-    return {
-      cancel: () => {
-        entry.fire = undefined;
-      },
-    };
+    return entry;
   }
 
   /** Number of deadlines not yet fired or skipped (cancelled ones count until they reach the head). */

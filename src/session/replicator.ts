@@ -17,12 +17,14 @@
  * @module
  */
 
+import { jsonCodec } from "../rmi/codec.ts";
 import type { RmiEndpoint } from "../rmi/endpoint.ts";
 import type { AckMode, RmiLogger } from "../rmi/types.ts";
 import { Deadlines } from "./deadlines.ts";
+import { jsonNumber, jsonString } from "./size.ts";
 import { LatencyRecorder, type LatencySummary } from "./latency.ts";
 import type { SessionStore } from "./store.ts";
-import type { ApplyResult, ReplicationUpdate } from "./types.ts";
+import type { ApplyResult, DeltaUpdate, ReplicationUpdate } from "./types.ts";
 
 /** The RMI method a secondary exposes for updates. */
 export const REPLICATE_METHOD = "replicate";
@@ -103,21 +105,20 @@ export class Replicator {
     const endpoint = secondary === undefined ? undefined : this.#endpointFor(secondary);
     if (endpoint === undefined || endpoint.isClosed) return Promise.resolve(this.#count("no-secondary"));
     const started = performance.now();
-    const work = this.#send(endpoint, update, ack).then(
-      (outcome) => {
-        if (outcome === "transport" || outcome === "applied") this.#recorder(ack).record(performance.now() - started);
-        return outcome;
-      },
-      (error) => {
-        this.#forget(endpoint, update.id);
-        this.#logger.warn(`replication of session '${update.id}' to '${secondary}' failed: ${messageOf(error)}`);
-        return "failed" as const;
-      },
-    );
-    if (ack === "none") {
-      work.then((o) => o === "failed" && this.#count("failed"));
-      return Promise.resolve(this.#count("none"));
+    let call: Promise<unknown>;
+    let message: ReplicationUpdate;
+    try {
+      message = this.#message(endpoint, update);
+      call = this.#call(endpoint, message, ack);
+    } catch (error) {
+      // Nothing was sent (the update could not be encoded): as a failed send.
+      this.#failed(endpoint, update.id, secondary!, error);
+      const failed = this.#count("failed");
+      // `none` answers at once whatever happens to the send (the failure is counted all the same).
+      return Promise.resolve(ack === "none" ? this.#count("none") : failed);
     }
+    // `none`: the call has resolved already and cannot fail any more (the endpoint counts lost sends).
+    if (ack === "none") return Promise.resolve(this.#count("none"));
     return new Promise<ReplicationOutcome>((resolve) => {
       let settled = false;
       const deadline = this.#deadlines.add(boundMs, started, () => {
@@ -125,12 +126,19 @@ export class Replicator {
         settled = true;
         resolve(this.#count("timeout"));
       });
-      work.then((outcome) => {
+      const settle = (outcome: ReplicationOutcome) => {
+        if (outcome === "transport" || outcome === "applied") this.#recorder(ack).record(performance.now() - started);
         if (settled) return;
         settled = true;
         deadline.cancel();
         resolve(this.#count(outcome));
-      });
+      };
+      const failed = (error: unknown) => {
+        this.#failed(endpoint, update.id, secondary!, error);
+        settle("failed");
+      };
+      if (ack === "transport") call.then(() => settle("transport"), failed);
+      else call.then((result) => this.#applied(endpoint, update, message, result)).then(settle, failed);
     });
   }
 
@@ -145,7 +153,8 @@ export class Replicator {
     return this.replicate(snapshot, secondary, ack, boundMs);
   }
 
-  async #send(endpoint: RmiEndpoint, update: ReplicationUpdate, ack: AckMode): Promise<ReplicationOutcome> {
+  /** What goes out for `update` on `endpoint` (a delta, or the snapshot when its base is not what was sent there), recorded as sent. */
+  #message(endpoint: RmiEndpoint, update: ReplicationUpdate): ReplicationUpdate {
     const sent = this.#sentOn(endpoint);
     let message: ReplicationUpdate = update;
     if (update.kind === "delta") {
@@ -155,21 +164,45 @@ export class Replicator {
       }
     }
     if (message.kind === "tombstone") sent.delete(message.id);
-    else sent.set(message.id, { epoch: message.epoch, version: message.version });
+    else {
+      const last = sent.get(message.id);
+      if (last === undefined) sent.set(message.id, { epoch: message.epoch, version: message.version });
+      else {
+        last.epoch = message.epoch;
+        last.version = message.version;
+      }
+    }
     this.#stats[message.kind === "delta" ? "deltas" : message.kind === "snapshot" ? "snapshots" : "tombstones"]++;
-    const result = await endpoint.call(REPLICATE_METHOD, message, { ack });
-    if (ack !== "applied") return ack;
+    return message;
+  }
+
+  /** Calls `replicate`; a delta the store encoded goes out as JSON text built from the values' texts (no second encoding). */
+  #call(endpoint: RmiEndpoint, message: ReplicationUpdate, ack: AckMode): Promise<unknown> {
+    if (message.kind === "delta" && endpoint.codec === jsonCodec) {
+      const setJson = this.#store.setJson(message);
+      if (setJson !== undefined) return endpoint.callJson(REPLICATE_METHOD, deltaJson(message, setJson), { ack });
+    }
+    return endpoint.call(REPLICATE_METHOD, message, { ack });
+  }
+
+  /** `applied` mode: the secondary's answer as an outcome (one snapshot retry on `need-snapshot`). */
+  async #applied(endpoint: RmiEndpoint, update: ReplicationUpdate, message: ReplicationUpdate, result: unknown): Promise<ReplicationOutcome> {
     if (result === "need-snapshot" && message.kind === "delta") {
       const snapshot = this.#store.snapshot(update.id);
       if (snapshot === undefined) return "failed";
-      sent.set(snapshot.id, { epoch: snapshot.epoch, version: snapshot.version });
+      this.#sentOn(endpoint).set(snapshot.id, { epoch: snapshot.epoch, version: snapshot.version });
       this.#stats.snapshots++;
-      const second = await endpoint.call(REPLICATE_METHOD, snapshot, { ack });
+      const second = await endpoint.call(REPLICATE_METHOD, snapshot, { ack: "applied" });
       return second === "applied" || second === "stale" ? "applied" : "failed";
     }
     // `stale` means the secondary already holds this version: the data is there.
     // `fenced` means a newer primary exists: this update is not durable.
     return (result as ApplyResult) === "applied" || result === "stale" ? "applied" : "failed";
+  }
+
+  #failed(endpoint: RmiEndpoint, id: string, secondary: string, error: unknown): void {
+    this.#forget(endpoint, id);
+    this.#logger.warn(`replication of session '${id}' to '${secondary}' failed: ${messageOf(error)}`);
   }
 
   #sentOn(endpoint: RmiEndpoint): Sent {
@@ -206,6 +239,14 @@ export class Replicator {
     this.#stats.outcomes[outcome]++;
     return outcome;
   }
+}
+
+/** `JSON.stringify(delta)`, with the text of `delta.set` given (same fields in the same order). */
+function deltaJson(d: DeltaUpdate, setJson: string): string {
+  const del = d.del.length === 0 ? "[]" : JSON.stringify(d.del);
+  return `{"kind":"delta","id":${jsonString(d.id)},"epoch":${jsonNumber(d.epoch)},"base":${jsonNumber(d.base)},"version":${
+    jsonNumber(d.version)
+  },"primary":${jsonString(d.primary)},"lastAccess":${jsonNumber(d.lastAccess)},"maxIdleMs":${jsonNumber(d.maxIdleMs)},"set":${setJson},"del":${del}}`;
 }
 
 function messageOf(error: unknown): string {

@@ -32,15 +32,58 @@ export function utf8Length(text: string): number {
 
 /** Bytes of `"key":value` as JSON; throws `TypeError` for a value JSON cannot represent. */
 export function entryBytes(key: string, value: unknown): number {
-  const text = JSON.stringify(value);
-  if (text === undefined) throw new TypeError(`json codec cannot encode attribute '${key}' (a ${typeof value})`);
-  return utf8Length(JSON.stringify(key)) + 1 + utf8Length(text);
+  return entryOf(key, value).bytes;
 }
 
-/** Running JSON size of one attribute object. */
+/** One attribute as JSON: the value's text and the bytes of `"key":value`. */
+export interface EncodedEntry {
+  value: unknown;
+  text: string;
+  bytes: number;
+}
+
+function entryOf(key: string, value: unknown): EncodedEntry {
+  const text = JSON.stringify(value);
+  if (text === undefined) throw new TypeError(`json codec cannot encode attribute '${key}' (a ${typeof value})`);
+  return { value, text, bytes: keyBytes(key) + 1 + utf8Length(text) };
+}
+
+function keyBytes(key: string): number {
+  // Keys without characters JSON escapes cost their UTF-8 length plus the two quotes.
+  return plainJsonString(key) ? utf8Length(key) + 2 : utf8Length(JSON.stringify(key));
+}
+
+/** True if `JSON.stringify(text)` is `text` between quotes (no character JSON escapes; surrogates left to `JSON.stringify`). */
+export function plainJsonString(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
+  }
+  return true;
+}
+
+/** `JSON.stringify(text)`, without the call for the common plain string. */
+export function jsonString(text: string): string {
+  return plainJsonString(text) ? `"${text}"` : JSON.stringify(text);
+}
+
+/** `JSON.stringify(n)` for a number. */
+export function jsonNumber(n: number): string {
+  return Number.isFinite(n) ? `${n}` : "null";
+}
+
+/**
+ * Running JSON size of one attribute object.
+ *
+ * `after` remembers the entries it encoded until the next `after`, so that
+ * `apply` of the same change (the commit that follows its check, in one
+ * synchronous step) encodes nothing again, and the commit's delta can reuse
+ * the values' JSON text (`encodedValue`).
+ */
 export class SizeBook {
   #entries = new Map<string, number>();
   #sum = 0;
+  #memo = new Map<string, EncodedEntry>();
 
   constructor(attributes: Attributes) {
     for (const [key, value] of Object.entries(attributes)) {
@@ -57,6 +100,7 @@ export class SizeBook {
 
   /** The encoded size after setting `set` and deleting `del` (deletes first, as a commit applies them). */
   after(set: Attributes, del: Iterable<string>): number {
+    this.#memo.clear();
     let sum = this.#sum;
     let count = this.#entries.size;
     const gone = new Set<string>();
@@ -72,9 +116,17 @@ export class SizeBook {
       const old = gone.has(key) ? undefined : this.#entries.get(key);
       if (old !== undefined) sum -= old;
       else count++;
-      sum += entryBytes(key, value);
+      const entry = entryOf(key, value);
+      this.#memo.set(key, entry);
+      sum += entry.bytes;
     }
     return sizeOf(sum, count);
+  }
+
+  /** The JSON text of `value` for `key` if the last `after` encoded that very value, else `undefined`. */
+  encodedValue(key: string, value: unknown): string | undefined {
+    const m = this.#memo.get(key);
+    return m !== undefined && m.value === value ? m.text : undefined;
   }
 
   /** Applies a committed change. */
@@ -85,8 +137,11 @@ export class SizeBook {
       this.#sum -= old;
       this.#entries.delete(key);
     }
-    for (const [key, value] of Object.entries(set)) {
-      const bytes = entryBytes(key, value);
+    for (const key in set) {
+      if (!Object.hasOwn(set, key)) continue;
+      const value = set[key];
+      const m = this.#memo.get(key);
+      const bytes = m !== undefined && m.value === value ? m.bytes : entryBytes(key, value);
       this.#sum += bytes - (this.#entries.get(key) ?? 0);
       this.#entries.set(key, bytes);
     }

@@ -26,7 +26,7 @@
 
 import { jsonCodec, type ValueCodec } from "../rmi/codec.ts";
 import { SessionTooLargeError } from "./errors.ts";
-import { SizeBook } from "./size.ts";
+import { jsonString, SizeBook } from "./size.ts";
 import { newSessionId } from "./ids.ts";
 import type {
   ApplyResult,
@@ -93,6 +93,7 @@ export class SessionStore {
   /** Running sizes of primaries' attributes (JSON codec), dropped whenever attributes change another way. */
   #books = new WeakMap<SessionRecord, SizeBook>();
   #counts = { applied: 0, stale: 0, needSnapshot: 0, expired: 0 };
+  #setJson = new WeakMap<DeltaUpdate, string>();
 
   constructor(options: SessionStoreOptions) {
     this.self = options.self;
@@ -194,16 +195,29 @@ export class SessionStore {
   commit(id: string, set: Attributes, del: readonly string[]): DeltaUpdate {
     const record = this.#livePrimary(id);
     this.checkChange(id, set, del);
-    const next: Attributes = { ...record.attributes };
-    for (const key of del) delete next[key];
-    for (const [key, value] of Object.entries(set)) next[key] = value;
-    if (this.codec === jsonCodec) this.#book(record).apply(set, del);
+    // Nothing below throws: the change applies whole, in place (readers copy what they keep: snapshot, Session.get).
+    const attributes = record.attributes;
+    const copy: Attributes = {};
+    const book = this.codec === jsonCodec ? this.#book(record) : undefined;
+    // The JSON text of `set`, from the values' texts the size check just made (none made again).
+    let setJson: string | undefined = book === undefined ? undefined : "{";
+    for (const key of del) delete attributes[key];
+    for (const key in set) {
+      if (!Object.hasOwn(set, key)) continue;
+      const value = set[key];
+      attributes[key] = value;
+      copy[key] = value;
+      if (setJson !== undefined) {
+        const text = book!.encodedValue(key, value);
+        setJson = text === undefined ? undefined : `${setJson}${setJson.length > 1 ? "," : ""}${jsonString(key)}:${text}`;
+      }
+    }
+    book?.apply(set, del);
     const base = record.version;
-    record.attributes = next;
     record.version = base + 1;
     record.lastAccess = this.now();
     record.replicatedAccess = record.lastAccess;
-    return {
+    const delta: DeltaUpdate = {
       kind: "delta",
       id,
       epoch: record.epoch,
@@ -212,9 +226,20 @@ export class SessionStore {
       primary: record.primary,
       lastAccess: record.lastAccess,
       maxIdleMs: record.maxIdleMs,
-      set: { ...set },
+      set: copy,
       del: [...del],
     };
+    if (setJson !== undefined) this.#setJson.set(delta, setJson + "}");
+    return delta;
+  }
+
+  /**
+   * The JSON text of `delta.set` as `commit` made it (JSON codec only), so
+   * that replication need not encode the values again; `undefined` for
+   * anything else. Valid while `delta` is unchanged (updates are not edited).
+   */
+  setJson(delta: DeltaUpdate): string | undefined {
+    return this.#setJson.get(delta);
   }
 
   /** Marks the start of a request on primary `id`: its access time is now (replicated lazily by `touch`). */
