@@ -10,7 +10,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, listen } from "../src/sdp/mod.ts";
 import type { MessageSocket } from "../src/sdp/types.ts";
-import { bsdh, collect, goodHello, helloBody, installCrashGuard, rawTcp, Rng, rssMiB, sampleRss, SEED, settled } from "./fixtures/fuzz.ts";
+import { bsdh, collect, goodHello, helloBody, installCrashGuard, MID, rawTcp, Rng, rssMiB, sampleRss, SEED, settled } from "./fixtures/fuzz.ts";
 
 const ROUNDS = 2;
 const CASES_PER_ROUND = 80;
@@ -19,8 +19,6 @@ const RSS_BOUND_MIB = 320;
 /** Each round may add at most this much retained memory (heap + external) to the first's; one leaked socket is 8 MiB. */
 const ROUND_GROWTH_MIB = 32;
 const BUDGET_MS = 24_000;
-
-const MID = { Hello: 0x00, HelloAck: 0x01, Disconn: 0x02, Abort: 0x03, SendSM: 0x04, RdmaRdCompl: 0x06, SrcAvailCancel: 0x08, SrcAvail: 0xfe, Data: 0xff };
 
 interface Case {
   what: string;
