@@ -20,15 +20,24 @@
  * 5. Registered memory of one socket, before and after traffic; idle CPU of a
  *    connected rdma pair (10 s) under Bun and Deno.
  *
+ * 6. System-call, timer, page-fault and pure-JS costs of this environment (part `syscall`):
+ *    what separates kernel-entry cost from JS cost when two environments are compared.
+ *
  * The result carries its own `meta` (commit read at the start, runtime
  * versions, kernel, settings, load average), so it is never stamped later.
  * The guest CPU is emulated (QEMU TCG): absolute figures are meaningless;
  * only ratios between figures of this same run count.
  *
+ * The same script runs inside User-Mode Linux (`bash scripts/uml.sh bun bench/guest.ts`,
+ * `npm run bench -- --uml-only`; RDMA_IN_UML=1 there): user code runs natively on the host
+ * CPU, and every system call and page fault goes through ptrace. There perftest is skipped by
+ * default (it prints `inf` latencies: it reads the CPU frequency from /proc/cpuinfo, which UML
+ * leaves out; `--parts=` can still ask for it), and `meta.environment` says `uml`.
+ *
  * @module
  */
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { registeredBytes } from "../src/verbs/mod.ts";
@@ -57,10 +66,17 @@ import {
 const HOST = process.env.BENCH_RDMA_HOST ?? "192.0.2.1";
 const DEV = process.env.BENCH_RDMA_DEVICE ?? "rxe0";
 const quick = process.argv.includes("--quick");
+/** Which machine this is: the QEMU guest (scripts/guest.sh) or User-Mode Linux (scripts/uml.sh). */
+const ENVIRONMENT = process.env.RDMA_IN_UML === "1" ? "uml" : "qemu";
+const ALL_PARTS = ["ffi", "perftest", "transport", "idle", "syscall"];
+// perftest's latencies are `inf` in UML (no CPU MHz in /proc/cpuinfo for its cycle counter).
+const DEFAULT_PARTS = ENVIRONMENT === "uml" ? ALL_PARTS.filter((p) => p !== "perftest") : ALL_PARTS;
 const parts = new Set(
-  (process.argv.find((a) => a.startsWith("--parts="))?.slice(8) ??
-    "ffi,perftest,transport,idle").split(","),
+  process.argv.find((a) => a.startsWith("--parts="))?.slice(8).split(",") ?? DEFAULT_PARTS,
 );
+for (const p of parts) {
+  if (!ALL_PARTS.includes(p)) throw new Error(`--parts: unknown part '${p}': choose among ${ALL_PARTS.join(", ")}`);
+}
 const MAX = 16 << 20; // the default maxMessageSize: what users get
 /** Target sample and iteration count, and the time one measurement may take before it is cut (recorded). */
 const TARGET = quick ? 100 : 1000;
@@ -300,6 +316,7 @@ const result: Record<string, unknown> = {
   meta: {
     // Read here, when the run starts (the checkout is shared: files may change under a run; the run.ts log lists the dirty ones).
     date: new Date().toISOString(),
+    environment: ENVIRONMENT,
     commit: headCommit(),
     ranFrom: process.env.BENCH_COMMIT ? "a clean export of the commit (git archive), not the working tree" : "the working tree",
     bun: (globalThis as { Bun?: { version: string } }).Bun?.version ?? "not bun",
@@ -319,6 +336,9 @@ const result: Record<string, unknown> = {
   },
   quick,
   parts: [...parts],
+  ...(ENVIRONMENT === "uml" && !parts.has("perftest")
+    ? { perftestSkipped: "UML: perftest prints inf latencies (its cycle counter needs the CPU MHz that UML leaves out of /proc/cpuinfo)" }
+    : {}),
   // The progress engine's spin before it sleeps (verbs/progress.ts) shapes every latency here.
   rdmaSpinUs: Number(process.env.RDMA_SPIN_US ?? 500),
 };
@@ -357,6 +377,7 @@ await part("ffi", async () => {
 });
 await part("transport", runTransport);
 await part("idle", runIdleRdma);
+await part("syscall", runSyscall);
 result.seconds = Math.round((performance.now() - t0) / 1000);
 progress(`guest benchmark done in ${elapsed()}`);
 emit(result);
@@ -491,4 +512,65 @@ async function runIdleRdma(): Promise<void> {
     (["bun", "deno"] as const).map((rt) => runChild(rt, "bench/idle.ts", ["--transport", "rdma", "--host", HOST, "--seconds", secs])),
   );
   result.idle = { bun: ib, deno: id };
+}
+
+/**
+ * What one kernel entry, one timer read, one page fault and some pure-JS work cost here
+ * (Bun, this process; batches timed by performance.now(), median per operation). A round
+ * trip of our socket is JS work plus system calls (rxe's post is one, the wake-up of a
+ * sleeping progress engine more), so these separate an environment's syscall cost from its
+ * CPU speed: in UML each system call and page fault is a ptrace round trip to the host while
+ * user code runs natively; in QEMU TCG every instruction is emulated, kernel entries too.
+ */
+function runSyscall(): Promise<void> {
+  progress(`system call, timer, page fault and JS costs (${elapsed()})`);
+  const median = (xs: number[]) => {
+    const a = [...xs].sort((x, y) => x - y);
+    return a[Math.floor(a.length / 2)];
+  };
+  /** ns per operation: `samples` batches of `ops`, median; warm-up one batch. */
+  const time = (name: string, ops: number, samples: number, batch: () => void, what: string) => {
+    batch();
+    const per: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const a = performance.now();
+      batch();
+      per.push(((performance.now() - a) * 1e6) / ops);
+    }
+    const c = { name, what, opsPerSample: ops, samples, nsPerOp: { p50: round(median(per)), min: round(Math.min(...per)) } };
+    progress(`${name}: ${c.nsPerOp.p50} ns per operation (p50 of ${samples} × ${ops})`);
+    return c;
+  };
+  const fd = openSync("/proc/self/stat", "r");
+  const copySrc = new Uint8Array(65536).fill(3);
+  const copyDst = new Uint8Array(65536);
+  let sink = 0;
+  const n = quick ? 5 : 21;
+  const cases = [
+    time("fstat", 2000, n, () => {
+      for (let i = 0; i < 2000; i++) sink += fstatSync(fd).size;
+    }, "fs.fstatSync(fd): one fstat system call plus the runtime's JS wrapper"),
+    time("performance.now", 20000, n, () => {
+      for (let i = 0; i < 20000; i++) sink += performance.now();
+    }, "one timer read (clock_gettime: a vDSO call without kernel entry where the kernel offers a vDSO)"),
+    time("page fault", 2048, n, () => {
+      // 8 MiB fresh from the allocator (mmap): the first write to each 4 KiB page faults.
+      const b = new Uint8Array(8 << 20);
+      for (let i = 0; i < b.length; i += 4096) b[i] = 1;
+      sink += b[4096];
+    }, "first write to a fresh 4 KiB page of a new 8 MiB buffer (allocation included)"),
+    time("JS loop", 1 << 20, n, () => {
+      let x = 1;
+      for (let i = 0; i < 1 << 20; i++) x = (x * 1103515245 + 12345) | 0;
+      sink += x;
+    }, "one iteration of an integer loop in JS (pure CPU, no kernel entry)"),
+    time("64 KiB copy", 256, n, () => {
+      for (let r = 0; r < 256; r++) copyDst.set(copySrc, 0);
+      sink += copyDst[7];
+    }, "Uint8Array.set of 64 KiB (memcpy: CPU and memory, no kernel entry)"),
+  ];
+  closeSync(fd);
+  if (sink === 0.5) console.log(sink);
+  result.syscall = { runtime: "bun", cases };
+  return Promise.resolve();
 }

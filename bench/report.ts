@@ -1,7 +1,10 @@
 /**
- * Turns the saved results (bench/results/host.json, guest.json) into the
- * stdout tables, the Markdown figures of bench/README.md and the SVG chart.
- * Every comparison is a ratio of two figures measured in the same run.
+ * Turns the saved results (bench/results/host.json, guest.json, redis.json,
+ * uml.json) into the stdout tables, the Markdown figures of bench/README.md and
+ * the SVG chart. Every comparison is a ratio of two figures measured in the same
+ * run, except the QEMU-vs-UML tables, which put two runs side by side (each
+ * labelled with its environment; the system-call table's two sides come from
+ * one run of `--uml`).
  *
  * @module
  */
@@ -178,6 +181,69 @@ function guestSections(g: Json): Section[] {
   }];
 }
 
+/** Our rdma transport in the QEMU guest (guest.json) and in User-Mode Linux (uml.json), side by side. */
+function umlSections(guest: Json, uml: Json): Section[] {
+  const q = guest?.transport, u = uml?.transport;
+  if (!u) return [];
+  const qd = guest?.meta?.date?.slice(0, 10) ?? "?", ud = uml.meta?.date?.slice(0, 10) ?? "?";
+  const sizes: number[] = [...new Set<number>(u.latency.map((r: Json) => r.size as number))].sort((a, b) => a - b);
+  const latRows = sizes.map((s) => {
+    const qb = lat(q?.latency, s, "bcopy"), ub = lat(u.latency, s, "bcopy");
+    const qz = lat(q?.latency, s, "zcopy"), uz = lat(u.latency, s, "zcopy");
+    return [fmtBytes(s), `${qb?.n ?? "–"} / ${ub?.n ?? "–"}`, qb?.halfRttUs, qb?.halfRttP90Us, ub?.halfRttUs, ub?.halfRttP90Us, ratio(ub?.halfRttUs, qb?.halfRttUs), qz?.sendReturnUs, uz?.sendReturnUs, ratio(uz?.sendReturnUs, qz?.sendReturnUs)];
+  });
+  const bwSizes: number[] = [...new Set<number>(u.throughput.map((r: Json) => r.size as number))].sort((a, b) => a - b);
+  const bwRows = bwSizes.map((s) => {
+    const qb = lat(q?.throughput, s, "bcopy"), ub = lat(u.throughput, s, "bcopy");
+    const qz = lat(q?.throughput, s, "zcopy"), uz = lat(u.throughput, s, "zcopy");
+    return [fmtBytes(s), qb?.MBps, ub?.MBps, ratio(ub?.MBps, qb?.MBps), qz?.MBps, uz?.MBps, ratio(uz?.MBps, qz?.MBps)];
+  });
+  const out: Section[] = [{
+    title: `Our rdma transport, QEMU guest (guest.json, ${qd}) vs User-Mode Linux (uml.json, ${ud}): latency, µs`,
+    head: ["size", "samples QEMU / UML (bcopy)", "QEMU bcopy ½RTT p50", "p90", "UML bcopy ½RTT p50", "p90", "UML/QEMU", "QEMU zcopy send→return p50", "UML zcopy send→return p50", "UML/QEMU"],
+    rows: latRows,
+    note: "The same bench/guest.ts code path in both (Bun, one peer process, rxe0 on a dummy netdev, the same warm-up and sample counts); QEMU emulates every instruction (TCG, 2 vCPUs), UML runs user code natively on 1 CPU but sends every system call and page fault through ptrace. Neither stands in for RDMA hardware: see the system-call table below for what each one charges.",
+  }, {
+    title: `Our rdma transport, QEMU guest vs UML: throughput, MB/s (${u.window} in flight to a sink)`,
+    head: ["size", "QEMU bcopy", "UML bcopy", "UML/QEMU", "QEMU zcopy", "UML zcopy", "UML/QEMU"],
+    rows: bwRows,
+  }];
+  // Kernel entry against JS: one run measured both sides (uml.json's qemuSyscall is the QEMU boot of the same run).
+  const uc: Json[] = uml.syscall?.cases ?? [], qc: Json[] = uml.qemuSyscall?.syscall?.cases ?? [];
+  const rows: Cell[][] = uc.map((c) => {
+    const o = qc.find((x) => x.name === c.name);
+    return [`${c.name}: ${c.what}`, o?.nsPerOp?.p50, c.nsPerOp.p50, ratio(c.nsPerOp.p50, o?.nsPerOp?.p50)];
+  });
+  // The FFI part's shim call (JS to C, no kernel entry) and post+poll (one rxe post = one system call, plus rxe's work).
+  for (const name of ["empty shim call (shim_abi_version)", "empty CQ poll (RdmaConnection.poll)", "post + poll to completion (8 B inline RDMA WRITE)"]) {
+    const a = guest?.ffi?.bun?.cases?.find((c: Json) => c.name === name), b = uml.ffi?.bun?.cases?.find((c: Json) => c.name === name);
+    if (a || b) rows.push([`ffi.ts (Bun): ${name} (QEMU: guest.json's run)`, a?.nsPerOp?.p50, b?.nsPerOp?.p50, ratio(b?.nsPerOp?.p50, a?.nsPerOp?.p50)]);
+  }
+  if (rows.length) {
+    out.push({
+      title: "What each environment charges: system call, timer, page fault against pure JS, ns per operation (Bun, p50)",
+      head: ["operation", "QEMU guest", "UML", "UML/QEMU"],
+      rows,
+      note: "A ratio below 1 means UML is cheaper. JS and memcpy run natively in UML and emulated in QEMU; a system call or page fault in UML is a ptrace round trip to the host kernel. Our socket's small-message round trip is a few system calls (rxe's post, wake-ups) plus JS, its large-message cost is copies and rxe's packet work (CPU): so the small sizes follow the system-call row and the large ones the JS/copy rows.",
+    });
+  }
+  return out;
+}
+
+/** One computed sentence comparing the two environments (for both READMEs). */
+function umlSummary(guest: Json, uml: Json): string | undefined {
+  const u = uml?.transport, q = guest?.transport;
+  if (!u) return undefined;
+  const fig = (t: Json, s: number, m: string) => {
+    const r = lat(t?.latency, s, m);
+    return r ? `${r.halfRttUs} / ${r.halfRttP90Us} µs` : "–";
+  };
+  const pick = (cases: Json[] | undefined, n: string) => cases?.find((c: Json) => c.name === n)?.nsPerOp?.p50;
+  const uc = uml.syscall?.cases, qc = uml.qemuSyscall?.syscall?.cases;
+  const sys = `a system call (fstat from JS) costs ${pick(uc, "fstat") ?? "–"} ns in UML against ${pick(qc, "fstat") ?? "–"} ns in QEMU (${ratio(pick(uc, "fstat"), pick(qc, "fstat"))}), a JS loop iteration ${pick(uc, "JS loop") ?? "–"} against ${pick(qc, "JS loop") ?? "–"} ns (${ratio(pick(uc, "JS loop"), pick(qc, "JS loop"))}), a 64 KiB copy ${pick(uc, "64 KiB copy") ?? "–"} against ${pick(qc, "64 KiB copy") ?? "–"} ns (${ratio(pick(uc, "64 KiB copy"), pick(qc, "64 KiB copy"))})`;
+  return `- RDMA, User-Mode Linux (uml.json, ${uml.meta?.date?.slice(0, 10) ?? "?"}; native user code, system calls through ptrace) beside the QEMU guest (guest.json): bcopy ½ round trip p50 / p90 64 B ${fig(u, 64, "bcopy")} in UML against ${fig(q, 64, "bcopy")} in QEMU; 64 KiB ${fig(u, 65536, "bcopy")} against ${fig(q, 65536, "bcopy")}; 1 MiB ${fig(u, 1 << 20, "bcopy")} against ${fig(q, 1 << 20, "bcopy")}. Why: ${sys}. perftest was not run in UML (${uml.perftestSkipped ? "it prints inf latencies there" : "see uml.json"}); every other figure in the summary above is from the QEMU guest.`;
+}
+
 const SETUP_LABEL: Record<string, string> = {
   redis: "Redis store (redis-server)",
   none: "withSessions, ack none",
@@ -273,19 +339,21 @@ export function summary(guest: Json, redis: Json): string {
 }
 
 /** Where each result came from: commit, versions, settings, load. */
-function runsSection(host: Json, guest: Json, redis: Json): Section | undefined {
+function runsSection(host: Json, guest: Json, redis: Json, uml?: Json): Section | undefined {
   const rows: Cell[][] = [];
-  const add = (file: string, m: Json, settings: string) => {
+  const add = (file: string, where: string, m: Json, settings: string) => {
     if (!m) return;
     const v = (x: unknown) => (x === undefined ? undefined : String(x).replace(/^deno /, "").split(" ")[0]);
-    rows.push([file, m.date, String(m.commit ?? "?").slice(0, 10), v(m.bun ?? m.versions?.bun ?? m.host?.versions?.bun), v(m.deno ?? m.versions?.deno ?? m.host?.versions?.deno), settings, (m.host?.loadavgAtStart ?? m.loadavgAtStart ?? "–").toString(), m.log ?? "–"]);
+    rows.push([file, where, m.date, String(m.commit ?? "?").slice(0, 10), v(m.bun ?? m.versions?.bun ?? m.host?.versions?.bun), v(m.deno ?? m.versions?.deno ?? m.host?.versions?.deno), settings, (m.host?.loadavgAtStart ?? m.loadavgAtStart ?? "–").toString(), m.log ?? "–"]);
   };
-  add("host.json", host?.meta, "–");
-  const s = guest?.meta?.settings;
-  add("guest.json", guest?.meta, s ? `RDMA_SPIN_US ${s.rdmaSpinUs}; forced thresholds bcopy ${s.forcedThresholds.bcopy}, zcopy ${s.forcedThresholds.zcopy}; ${s.targetIterations} iterations/samples, budget ${s.budgetMsPerMeasurement / 1000} s; window ${s.window}, ≥ ${s.minThroughputMessages} messages` : "–");
-  add("redis.json", redis?.meta, redis ? `${redis.durationMs} ms per setup, users ${redis.concurrencies?.join(", ")}` : "–");
+  const guestSettings = (s: Json) => s ? `RDMA_SPIN_US ${s.rdmaSpinUs}; forced thresholds bcopy ${s.forcedThresholds.bcopy}, zcopy ${s.forcedThresholds.zcopy}; ${s.targetIterations} iterations/samples, budget ${s.budgetMsPerMeasurement / 1000} s; window ${s.window}, ≥ ${s.minThroughputMessages} messages` : "–";
+  add("host.json", `host (${host?.meta?.host ?? "?"}, no RDMA)`, host?.meta, "–");
+  add("guest.json", `QEMU guest, TCG (${guest?.meta?.kernel ?? "?"})`, guest?.meta, guestSettings(guest?.meta?.settings));
+  add("uml.json", `User-Mode Linux (${uml?.meta?.kernel ?? "?"}); perftest not run`, uml?.meta, guestSettings(uml?.meta?.settings));
+  if (uml?.qemuSyscall?.meta) add("uml.json qemuSyscall", `QEMU guest, TCG (${uml.qemuSyscall.meta.kernel ?? "?"}): system-call part only`, uml.qemuSyscall.meta, "–");
+  add("redis.json", "host", redis?.meta, redis ? `${redis.durationMs} ms per setup, users ${redis.concurrencies?.join(", ")}` : "–");
   if (!rows.length) return undefined;
-  return { title: "The runs behind these figures", head: ["file", "started", "commit", "bun", "deno", "settings", "host load average at start", "raw log"], rows };
+  return { title: "The runs behind these figures", head: ["file", "environment", "started", "commit", "bun", "deno", "settings", "host load average at start", "raw log"], rows };
 }
 
 function targetsSection(host: Json, g: Json): Section {
@@ -315,14 +383,14 @@ function targetsSection(host: Json, g: Json): Section {
   }
   const r = g?.registered;
   rows.push(["no memory registration per message (registered bytes constant across the guest traffic)", r ? `${r.fourSocketsBytes} → ${r.afterTrafficBytes} B over ${r.messagesSent} messages` : "–", pass(r ? r.afterTrafficBytes === r.fourSocketsBytes : undefined)]);
-  return { title: "Targets of issue 5", head: ["target", "measured", "verdict"], rows };
+  return { title: "Targets of issue 5 (RDMA figures from the QEMU guest, guest.json)", head: ["target", "measured", "verdict"], rows };
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json, redis?: Json): { text: string; markdown: string; svg: string; readme: string } {
+export function render(host: Json, guest: Json, redis?: Json, uml?: Json): { text: string; markdown: string; svg: string; readme: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
-  add(runsSection(host, guest, redis));
+  add(runsSection(host, guest, redis, uml));
   add(targetsSection(host, guest));
   sections.push(...redisSpeedSections(redis));
   add(redisKillSection(redis));
@@ -330,18 +398,19 @@ export function render(host: Json, guest: Json, redis?: Json): { text: string; m
   add(ffiSection("FFI and verbs overhead in the guest (real rxe connection; emulated CPU)", guest?.ffi));
   add(perftestSection(guest));
   sections.push(...guestSections(guest));
+  sections.push(...umlSections(guest, uml));
   sections.push(...tcpSection(host?.tcp));
   sections.push(...httpSections(host?.http));
   add(memorySection(host?.memory, guest));
   add(idleSection(host, guest));
   const text = sections.map((s) => textTable(s.title, s.head, s.rows) + (s.note ? `\n${s.note}` : "")).join("\n");
   const md = (s: Section) => `#### ${s.title}\n\n${markdownTable(s.head, s.rows)}${s.note ? `\n\n${s.note}` : ""}`;
-  const sumText = summary(guest, redis);
+  const sumText = [summary(guest, redis), umlSummary(guest, uml)].filter(Boolean).join("\n");
   const markdown = (sumText ? `#### Summary (computed from the results)\n\n${sumText}\n\n` : "") + sections.map(md).join("\n\n");
   // README.md's Benchmarks section: the runs, the targets, Redis against ours, the kill test.
-  const headline = [runsSection(host, guest, redis), targetsSection(host, guest), ...redisSpeedSections(redis), redisKillSection(redis)]
+  const headline = [runsSection(host, guest, redis, uml), targetsSection(host, guest), ...umlSections(guest, uml), ...redisSpeedSections(redis), redisKillSection(redis)]
     .filter((s): s is Section => s !== undefined).map((s) => ({ ...s, title: s.title.replace(/^#+ /, "") }));
-  const sum = summary(guest, redis);
+  const sum = sumText;
   const readme = (sum ? `#### Summary (computed from the results)\n\n${sum}\n\n` : "") + headline.map(md).join("\n\n");
   return { text, markdown, svg: chart(guest, redis), readme };
 }

@@ -14,6 +14,12 @@
  *   npm run bench -- --redis-only       only the Redis comparison
  *   npm run bench -- --guest-only --save-as=guest-x.json   a guest run saved under another name
  *                                       (with its log guest-x.log), not shown in the report
+ *   npm run bench -- --uml-only         the same guest parts (bench/guest.ts) inside User-Mode Linux
+ *                                       (scripts/uml.sh; perftest skipped there), then one short QEMU
+ *                                       guest boot for the system-call part only, so both sides of
+ *                                       the syscall/JS comparison come from this run: uml.json, uml.log
+ *   npm run bench -- --uml              host parts, then as --uml-only
+ *   npm run bench -- --uml-only --no-qemu-syscall   without the QEMU boot
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
@@ -153,16 +159,46 @@ async function hostParts(): Promise<Record<string, unknown>> {
  */
 async function guestParts(name = "guest.json"): Promise<unknown> {
   progress("booting the Soft-RoCE guest (scripts/guest.sh); guest figures are under an emulated CPU: only ratios count");
+  const out = await inMachine("scripts/guest.sh", name.replace(/\.json$/, ".log"), quick ? ["--quick"] : []);
+  const meta = { ...(out.meta as object), guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev (scripts/guest.sh)" };
+  save(name, { ...out, meta });
+  return out;
+}
+
+/**
+ * bench/guest.ts inside User-Mode Linux (scripts/uml.sh), saved as uml.json with uml.log; then,
+ * unless --no-qemu-syscall, the system-call part alone in the QEMU guest (its whole output
+ * appended to the same log), kept in uml.json as `qemuSyscall`: the two environments' kernel
+ * entry and JS costs measured by one run of one commit.
+ */
+async function umlParts(): Promise<void> {
+  progress("booting User-Mode Linux with Soft-RoCE (scripts/uml.sh): native user code, every system call through ptrace");
+  const out: Record<string, unknown> = await inMachine("scripts/uml.sh", "uml.log", quick ? ["--quick"] : []);
+  out.meta = { ...(out.meta as object), guest: "User-Mode Linux 6.1 (ARCH=um), 1 CPU, rxe0 on a dummy netdev (scripts/uml.sh)" };
+  save("uml.json", out);
+  if (!flag("no-qemu-syscall")) {
+    progress("the system-call part alone in the QEMU guest, for the comparison");
+    const q = await inMachine("scripts/guest.sh", "uml.log", ["--parts=syscall", ...(quick ? ["--quick"] : [])], true);
+    out.qemuSyscall = { meta: q.meta, syscall: q.syscall, errors: q.errors };
+    save("uml.json", out);
+  }
+}
+
+/** Runs bench/guest.ts through a machine script (guest.sh or uml.sh), the whole output logged. */
+async function inMachine(script: string, logName: string, extra: string[], append = false): Promise<Record<string, unknown>> {
   const hostMeta = meta();
   mkdirSync(RESULTS, { recursive: true });
-  const logName = name.replace(/\.json$/, ".log");
-  const log = createWriteStream(join(RESULTS, logName));
-  log.write(`# ${new Date().toISOString()} bash scripts/guest.sh bun bench/guest.ts${quick ? " --quick" : ""}\n# host meta: ${JSON.stringify(hostMeta)}\n`);
-  const cmd = ["scripts/guest.sh", "bun", "bench/guest.ts", ...(quick ? ["--quick"] : [])];
+  const log = createWriteStream(join(RESULTS, logName), { flags: append ? "a" : "w" });
+  log.write(`# ${new Date().toISOString()} bash ${script} bun bench/guest.ts ${extra.join(" ")}\n# host meta: ${JSON.stringify(hostMeta)}\n`);
+  const cmd = [script, "bun", "bench/guest.ts", ...extra];
   const child = spawn("bash", cmd, {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RDMA_GUEST_TIMEOUT: process.env.RDMA_GUEST_TIMEOUT ?? "90m" },
+    env: {
+      ...process.env,
+      RDMA_GUEST_TIMEOUT: process.env.RDMA_GUEST_TIMEOUT ?? "90m",
+      RDMA_UML_TIMEOUT: process.env.RDMA_UML_TIMEOUT ?? "90m",
+    },
   });
   child.stderr!.on("data", (d: Uint8Array) => {
     log.write(d);
@@ -172,12 +208,7 @@ async function guestParts(name = "guest.json"): Promise<unknown> {
     log.write(`${line}\n`);
     process.stderr.write(`guest| ${line}\n`);
   }).finally(() => new Promise<void>((r) => log.end(r)));
-  const out = {
-    ...result,
-    meta: { ...(result.meta as object), host: hostMeta, guest: "QEMU TCG, 2 vCPUs, rxe0 on a dummy netdev (scripts/guest.sh)", log: `bench/results/${logName}` },
-  };
-  save(name, out);
-  return out;
+  return { ...result, meta: { ...(result.meta as object), host: hostMeta, log: `bench/results/${logName}` } };
 }
 
 /**
@@ -207,7 +238,8 @@ async function fromSnapshot(): Promise<never> {
   const child = spawn(cmd, [...argv, ...args], {
     cwd: dir,
     stdio: "inherit",
-    env: { ...process.env, BENCH_COMMIT: commit, BENCH_OUT_ROOT: ROOT, RDMA_GUEST_CACHE: guestCache },
+    // The UML kernel (a 25-minute build) is shared with the checkout's cache, keyed by its config.
+    env: { ...process.env, BENCH_COMMIT: commit, BENCH_OUT_ROOT: ROOT, RDMA_GUEST_CACHE: guestCache, RDMA_UML_CACHE: process.env.RDMA_UML_CACHE ?? join(ROOT, ".cache", "uml") },
   });
   const code = await new Promise<number>((r) => child.once("exit", (c) => r(c ?? 1)));
   process.exit(code);
@@ -216,8 +248,9 @@ async function fromSnapshot(): Promise<never> {
 const saveAs = args.find((a) => a.startsWith("--save-as="))?.slice(10);
 if (!flag("report") && !flag("in-place") && process.env.BENCH_COMMIT === undefined) await fromSnapshot();
 if (!flag("report")) {
-  if (!flag("guest-only") && !flag("redis-only")) await hostParts();
+  if (!flag("guest-only") && !flag("redis-only") && !flag("uml-only")) await hostParts();
   if (flag("guest") || flag("guest-only")) await guestParts(saveAs);
+  if (flag("uml") || flag("uml-only")) await umlParts();
   if (flag("redis") || flag("redis-only")) await redisPart();
 }
 
@@ -229,7 +262,7 @@ async function redisPart(): Promise<void> {
   save("redis.json", { meta: m, ...r });
 }
 
-const report = render(load("host.json"), load("guest.json"), load("redis.json"));
+const report = render(load("host.json"), load("guest.json"), load("redis.json"), load("uml.json"));
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");
