@@ -7,13 +7,12 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { missingDeviceMessage, probeDevices, rdmaSkip } from "./fixtures/guest_device.ts";
+import { BIN, currentRuntime, ROOT, runtimeArgv } from "./fixtures/runtime.ts";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const runtime = "Bun" in globalThis ? "bun" : "deno";
+const runtime = currentRuntime;
 
 // The slowest spawn here (the runner on a 4-test file under both runtimes, or a guest test
 // file) measured 3.7-7 s on this 2-core machine with a guest or other suites running beside
@@ -77,8 +76,7 @@ test("test.sh reports no counts for output without a summary", () => {
 });
 
 test("doctor exits 0 and ends with a summary line", () => {
-  const bin = join(ROOT, "node_modules", ".bin", runtime);
-  const args = runtime === "bun" ? ["scripts/doctor.ts"] : ["run", "-A", "scripts/doctor.ts"];
+  const [bin, args] = runtimeArgv(runtime, "scripts/doctor.ts");
   const r = spawnSync(bin, args, { cwd: ROOT, encoding: "utf8", timeout: 60_000, env: { ...process.env, NO_COLOR: "1" } });
   assert.equal(r.status, 0, String(r.stderr));
   const lines = String(r.stdout).trim().split("\n");
@@ -155,7 +153,7 @@ test("guest test files skip without a device on the host, and fail without one i
   assert.match(String(await rdmaSkip(fake, { RDMA_IN_GUEST: "1" })), /^not run: RDMA_IN_GUEST=1 but no ACTIVE RDMA port/);
   assert.deepEqual(registered, ["an ACTIVE RDMA device is present in the guest"]);
   // The real thing: a guest test file run here with RDMA_IN_GUEST=1 fails, naming the cause.
-  const bin = join(ROOT, "node_modules", ".bin", runtime);
+  const bin = join(BIN, runtime);
   const args = runtime === "bun" ? ["test", "./test/guest/verbs.test.ts"] : ["test", "-A", "test/guest/verbs.test.ts"];
   const r = spawnSync(bin, args, {
     cwd: ROOT,
