@@ -15,8 +15,10 @@
  *
  * The handler is called directly with a `Request` (no HTTP server): what is
  * measured is the session and replication path, not an HTTP stack. Each
- * replicated batch ends with one `applied` update (counted in the batch), so
- * that updates sent but not waited for (`none`) are paid for inside it. The
+ * replicated batch ends with one `applied` update (its CPU counted in the
+ * batch, its wall time not), so that the sending of updates not waited for
+ * (`none`: the link writes them after the requests' turn) is paid for inside
+ * the batch's CPU while its wall time stays what the requests took. The
  * replicator's outcome counters are checked after every batch: a batch whose
  * updates did not all end as its mode (say `no-secondary` or `timeout`) fails
  * the run.
@@ -26,7 +28,8 @@
  * directory and both libraries run side by side: one peer process serves a
  * secondary of each, and the paths take turns batch by batch, so the
  * machine's drift hits both alike. `--current=<ref>` measures a commit instead
- * of the working tree.
+ * of the working tree. `--compare=<label>=<ref>,...` measures any list of
+ * commits instead (for example the code just before an optimization as well).
  *
  * Wall: `performance.now()` over a batch of `--n` updates; CPU:
  * `process.cpuUsage()` (user + system, every thread of the primary's process)
@@ -37,12 +40,13 @@
  * read after every update (a fall is a scavenge and is skipped), minus the same
  * loop around an already resolved promise; under Bun (JSC, whose `heapUsed`
  * moves only at collections) the rise of `heapCapacity + extraMemorySize`
- * (`bun:jsc` `heapStats()`) over windows of updates that start right after a
+ * (`bun:jsc` `heapStats()`) over windows of 500 updates that start right after a
  * full collection, median of the windows, minus the same empty loop. Both
  * are counters of bytes the runtime took for the JS heap; neither sees
  * native buffers outside it.
  *
- *   bun bench/replication.ts [--n=2000] [--rounds=7] [--size=256] [--baseline=<ref>|--no-baseline] [--current=<ref>] [--quick]
+ *   bun bench/replication.ts [--n=2000] [--rounds=7] [--size=256] [--baseline=<ref>|--no-baseline] [--current=<ref>]
+ *                            [--compare=before=fda7d6b,after=<ref>] [--quick]
  *   deno run -A bench/replication.ts [same]
  *
  * Writes `bench/results/replication-<runtime>.json` (`--out=<path>` to change)
@@ -263,12 +267,13 @@ interface Batch {
   cpuUs: number;
 }
 
+/** Wall: the `n` requests as their caller sees them; CPU: those and the drain (what they left to send is sent within it). */
 async function timeBatch(op: Op, n: number, drain: Op): Promise<Batch> {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (let k = 0; k < n; k++) await op();
-  await drain();
   const wall = performance.now() - t0;
+  await drain();
   const c = process.cpuUsage(c0);
   return { wallUs: (wall * 1000) / n, cpuUs: (c.user + c.system) / n };
 }
@@ -299,7 +304,8 @@ async function allocPerOp(op: Op, iterations: number): Promise<number> {
     return sum / iterations;
   }
   const windows: number[] = [];
-  const w = 100;
+  // Long enough that the heap's block granularity (16 KiB) is small against what a window allocates.
+  const w = 500;
   for (let k = 0; k < Math.max(3, Math.floor(iterations / w)); k++) {
     fullGc();
     const before = heapCounter();
@@ -340,7 +346,7 @@ async function main(): Promise<void> {
   const n = num("n", quick ? 300 : 2000);
   const rounds = num("rounds", quick ? 3 : 7);
   const size = num("size", 256);
-  const allocIterations = num("alloc", quick ? 300 : 2000);
+  const allocIterations = num("alloc", quick ? 1500 : 3000);
   const baselineRef = argv.includes("--no-baseline") ? undefined : arg("baseline") ?? "fda7d6b";
   const currentRef = arg("current");
   const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: ROOT }).toString().trim();
@@ -348,12 +354,29 @@ async function main(): Promise<void> {
 
   const specs: LibSpec[] = [];
   const commits: Record<string, string | undefined> = {};
-  if (baselineRef) {
+  const refs: Record<string, string | undefined> = {};
+  const compare = arg("compare");
+  if (compare !== undefined) {
+    for (const item of compare.split(",")) {
+      const [label, ref] = item.split("=");
+      if (!label || !ref || !/^[a-z][a-z0-9-]*$/.test(label) || refs[label] !== undefined) {
+        throw new RangeError(`--compare takes label=ref,... with distinct lowercase labels: got '${item}'`);
+      }
+      const { dir, sha } = exportCommit(ref);
+      specs.push({ label, root: dir, ports: { a: await freePort(), b: await freePort() } });
+      commits[label] = sha;
+      refs[label] = ref;
+    }
+  } else if (baselineRef) {
+    refs.before = baselineRef;
     const { dir, sha } = exportCommit(baselineRef);
     specs.push({ label: "before", root: dir, ports: { a: await freePort(), b: await freePort() } });
     commits.before = sha;
   }
-  if (currentRef) {
+  if (compare !== undefined) {
+    // every library is a commit, listed above
+  } else if (currentRef) {
+    refs.after = currentRef;
     const { dir, sha } = exportCommit(currentRef);
     specs.push({ label: "after", root: dir, ports: { a: await freePort(), b: await freePort() } });
     commits.after = sha;
@@ -425,7 +448,7 @@ async function main(): Promise<void> {
           runtime: runtimeVersion(),
           head,
           srcDirty: dirty !== "",
-          libraries: Object.fromEntries(specs.map((s) => [s.label, { commit: commits[s.label] ?? `working tree on ${head} (uncommitted changes)`, ref: s.label === "before" ? baselineRef : currentRef ?? "working tree" }])),
+          libraries: Object.fromEntries(specs.map((s) => [s.label, { commit: commits[s.label] ?? `working tree on ${head} (uncommitted changes)`, ref: refs[s.label] ?? "working tree" }])),
           settings: {
             n,
             rounds,
@@ -435,7 +458,7 @@ async function main(): Promise<void> {
             handler: "withSessions, one session.set of a 10-attribute session (objects of ~70 B JSON) per request, Request reused, no HTTP server",
             cluster: clusterTiming,
             allocation: runtime === "bun"
-              ? "bun:jsc heapStats() heapCapacity + extraMemorySize rise over windows of 100 after a full GC, median, minus an empty loop"
+              ? "bun:jsc heapStats() heapCapacity + extraMemorySize rise over windows of 500 after a full GC, median, minus an empty loop"
               : "Deno.memoryUsage() heapUsed + external, sum of rises per update, minus an empty loop",
             cpu: "process.cpuUsage() user + system of the primary's process (all its threads) over a batch",
           },
