@@ -113,6 +113,7 @@ function route(user: User, attempt: number): string {
 }
 
 async function request(user: User, path: string): Promise<{ body: Record<string, unknown>; replication: string | null }> {
+  let unavailableUntil: number | undefined;
   for (let attempt = 0; attempt < 6; attempt++) {
     const server = attempt === 0 && user.cookie === undefined ? aliveIds()[Math.floor(Math.random() * aliveIds().length)] : route(user, attempt);
     const started = performance.now();
@@ -121,12 +122,20 @@ async function request(user: User, path: string): Promise<{ body: Record<string,
       const response = await fetch(`${cluster.servers.get(server)!.url}${path}`, {
         headers: user.cookie ? { cookie: user.cookie } : {},
       });
-      const body = await response.json();
+      const text = await response.text();
       requestLatency.push(performance.now() - started);
       const setCookie = response.headers.get("set-cookie");
       if (setCookie) user.cookie = setCookie.split(";")[0];
-      if (!response.ok) throw new Error(`${path} → ${response.status} ${JSON.stringify(body)}`);
-      return { body, replication: response.headers.get("x-replication") };
+      if (response.status === 503 && unavailableUntil === undefined) unavailableUntil = performance.now() + 30_000;
+      if (response.status === 503 && performance.now() < unavailableUntil!) {
+        // A failover in progress (the session is settled within the failure timeout): wait as told, not an attempt.
+        counts.retries++;
+        attempt--;
+        await new Promise((r) => setTimeout(r, 1000 * Number(response.headers.get("retry-after") ?? 1)));
+        continue;
+      }
+      if (!response.ok) throw new Error(`${path} → ${response.status} ${text}`);
+      return { body: JSON.parse(text), replication: response.headers.get("x-replication") };
     } catch (error) {
       counts.errors++;
       counts.retries++;
