@@ -96,6 +96,8 @@ export class Membership {
   #incarnation: string;
   /** Leases we hold: peer → expiry (our clock). */
   #leaseUntil = new Map<string, number>();
+  /** The (majority - 1)-th latest lease end, cached between changes of `#leaseUntil`. */
+  #kthLease: number | undefined;
   /** Grants we gave: peer → incarnation and time of the last grant (our clock). */
   #heard = new Map<string, { incarnation: string; at: number }>();
   /** The incarnation each peer last showed us. */
@@ -166,7 +168,7 @@ export class Membership {
       set.delete(old);
       this.#certified.delete(`${peer}/${old}`);
     }
-    if (this.#known.get(peer) === incarnation) this.#leaseUntil.delete(peer);
+    if (this.#known.get(peer) === incarnation) this.#dropLease(peer);
     return true;
   }
 
@@ -191,7 +193,7 @@ export class Membership {
   onPingAnswer(peer: string, sentAt: number, answer: PingAnswer): { evicted: boolean; replaced?: string } {
     if (!answer.ok) {
       this.#refusedBy.add(peer);
-      this.#leaseUntil.delete(peer);
+      this.#dropLease(peer);
       // Evicted for sure, or for good: no majority could grant us a lease any more.
       const others = this.servers.length - 1;
       return { evicted: answer.certified || others - this.#refusedBy.size < this.majority - 1 };
@@ -201,8 +203,16 @@ export class Membership {
     if (this.isDead(peer, answer.incarnation)) return { evicted: false, replaced };
     this.#heard.set(peer, { incarnation: answer.incarnation, at: this.now() });
     const until = sentAt + this.leaseMs;
-    if (until > (this.#leaseUntil.get(peer) ?? -Infinity)) this.#leaseUntil.set(peer, until);
+    if (until > (this.#leaseUntil.get(peer) ?? -Infinity)) {
+      this.#leaseUntil.set(peer, until);
+      this.#kthLease = undefined;
+    }
     return { evicted: false, replaced };
+  }
+
+  #dropLease(peer: string): void {
+    this.#leaseUntil.delete(peer);
+    this.#kthLease = undefined;
   }
 
   /** True while this server holds a majority lease. */
@@ -214,8 +224,13 @@ export class Membership {
   leaseExpiry(now: number = this.now()): number {
     const needed = this.majority - 1; // we count for ourselves
     if (needed <= 0) return Infinity;
-    const valid = [...this.#leaseUntil.values()].filter((t) => t > now).sort((a, b) => b - a);
-    return valid.length >= needed ? valid[needed - 1] : -Infinity;
+    // The needed-th latest end of all leases: if it is past, fewer than `needed` are valid.
+    // Read on every request, so cached until a lease changes (no array per call).
+    if (this.#kthLease === undefined) {
+      const ends = [...this.#leaseUntil.values()].sort((a, b) => b - a);
+      this.#kthLease = ends.length >= needed ? ends[needed - 1] : -Infinity;
+    }
+    return this.#kthLease > now ? this.#kthLease : -Infinity;
   }
 
   /**
@@ -241,6 +256,7 @@ export class Membership {
   reincarnate(incarnation: string = newIncarnation()): void {
     this.#incarnation = incarnation;
     this.#leaseUntil.clear();
+    this.#kthLease = undefined;
     this.#heard.clear();
     this.#refusedBy.clear();
     this.#counts.reincarnations++;
@@ -260,7 +276,7 @@ export class Membership {
     const old = this.#known.get(peer);
     if (old === incarnation) return undefined;
     this.#known.set(peer, incarnation);
-    this.#leaseUntil.delete(peer);
+    this.#dropLease(peer);
     if (old === undefined) return undefined;
     this.markDead(peer, old);
     return old;
