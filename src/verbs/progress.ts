@@ -12,7 +12,10 @@
  *    nothing, the waiter worker sleeps in epoll over all completion channels
  *    and the CM channel, and wakes the main thread with a message. New work
  *    starts a pass at once; the worker's wait stays armed meanwhile (it is
- *    never woken just to be asked to wait again).
+ *    never woken just to be asked to wait again). Until the worker has said
+ *    it is ready, passes run on a short timer instead (under `deno test` the
+ *    worker is type-checked first: tens of seconds on an emulated CPU, longer
+ *    than a connect's timeout).
  * 4. When nothing uses RDMA any more (no listener, connection or connect in
  *    progress), the worker is stopped so the process can exit.
  *
@@ -46,6 +49,8 @@ interface Pollable {
 }
 
 const SPIN_MS = Number(process.env.RDMA_SPIN_US ?? 500) / 1000;
+/** Pass interval while the waiter worker is still starting. */
+const STARTING_POLL_MS = 2;
 
 export class Progress {
   static #instance: Promise<Progress> | undefined;
@@ -58,6 +63,8 @@ export class Progress {
   readonly #event = new CmEventBuffer();
   #worker: Worker | undefined;
   #workerReady = false;
+  /** The pass timer used while the worker is starting. */
+  #startingTimer: ReturnType<typeof setTimeout> | undefined;
   /** A wait was posted to the worker and has not returned. */
   #waiting = false;
   #scheduled = false;
@@ -171,7 +178,15 @@ export class Progress {
 
   /** Hands the wait to the worker, unless a wait it was given is still outstanding (it stays armed). */
   #sleep(): void {
-    if (!this.#worker || !this.#workerReady || this.#waiting) return;
+    if (!this.#worker || this.#waiting) return;
+    if (!this.#workerReady) {
+      // Nothing would wake us: poll on a timer until the worker can wait for us.
+      this.#startingTimer ??= setTimeout(() => {
+        this.#startingTimer = undefined;
+        this.#schedule();
+      }, STARTING_POLL_MS);
+      return;
+    }
     this.#waiting = true;
     this.#worker.postMessage({ waitset: String(this.#waitset.address) });
   }
@@ -192,6 +207,8 @@ export class Progress {
   }
 
   #stopWorker(): void {
+    clearTimeout(this.#startingTimer);
+    this.#startingTimer = undefined;
     const w = this.#worker;
     if (!w) return;
     this.#worker = undefined;
