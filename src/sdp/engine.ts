@@ -17,8 +17,8 @@
  *    its peer is `mseq_ack - tx_head + 1 + bufs` (tx_head = next mseq to use).
  *    Message frames (DATA with payload, SrcAvail) need 3 credits, so two stay
  *    back; RdmaRdCompl, SendSM and SrcAvailCancel need 2, so one always stays
- *    back for a credit update; a credit update (DATA without payload), DISCONN
- *    and ABORT need 1. A side sends a credit update when it has reposted at
+ *    back for a credit update; a credit update (DATA without payload), DISCONN,
+ *    ABORT and GROW need 1. A side sends a credit update when it has reposted at
  *    least two buffers the peer does not know of and the peer is down to two
  *    credits or fewer (it cannot send messages), or when the unadvertised
  *    buffers reach half the ring; and, on links whose send completion does not

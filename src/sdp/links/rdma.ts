@@ -12,11 +12,19 @@
  * | source | local only † | maxMessageSize                    | zcopy messages the peer READs|
  * | sink   | local write  | maxMessageSize                    | where our RDMA READs land    |
  *
+ * Before trust (`preAuth`): only `PreAuthSizes` receive buffers and send
+ * slots are registered (8 + 8 of 64 KiB by default: 1 MiB instead of
+ * 40 MiB), with no source or sink (`zcopy: false`, so the peer is told no
+ * zcopy and a SrcAvail is a protocol error); `grow()` registers a second
+ * receive segment and a second send segment for the remaining indices, and
+ * the arenas, and posts the new buffers. The queue pair is created with the
+ * full depths from the start.
+ *
  * † Remote access is scoped per transfer: each SrcAvail's bytes, and no
  * others, are registered on their own with remote read (`advertise`, one
  * ibv_reg_mr of exactly the message) and the SrcAvail carries that range's
  * rkey; the range is deregistered (`withdraw`) when RdmaRdCompl or SendSM
- * arrives, before the arena space can be reused, so the peer can read
+ * arrives, before the arena space can be reused, or when the link closes, so the peer can read
  * exactly the bytes advertised to it and only until the transfer ends.
  * Where that registration cannot be made (probed at connect time with one
  * byte), or with `SDP_RDMA_REMOTE_ACCESS=whole-arena`, the source is
@@ -62,21 +70,16 @@ import {
   type LinkListenOptions,
   linkCapabilities,
   type LinkSizes,
+  type PreAuthSizes,
   type RegisteredRegion,
   type RemoteAccess,
+  resolvePreAuth,
   resolveSizes,
 } from "./link.ts";
 
 const READ_BIT = 1 << 29;
 const TOKEN_MASK = READ_BIT - 1;
 const WR_FLUSH_ERR = 5;
-
-interface Regions {
-  recv: MemoryRegion;
-  send: MemoryRegion;
-  source: MemoryRegion;
-  sink: MemoryRegion;
-}
 
 function capabilitiesOf(options: LinkSizes): LinkCapabilities {
   const sizes = resolveSizes(options);
@@ -86,84 +89,179 @@ function capabilitiesOf(options: LinkSizes): LinkCapabilities {
   return linkCapabilities(sizes, true, true);
 }
 
+/** The capabilities before trust (`preAuth`), or undefined: the link starts full. */
+function preAuthOf(options: LinkSizes & { preAuth?: PreAuthSizes | boolean }): LinkCapabilities | undefined {
+  const small = resolvePreAuth(resolveSizes(options), options.preAuth);
+  return small ? linkCapabilities(small, false, true) : undefined;
+}
+
 function region(mr: MemoryRegion): RegisteredRegion {
   return { bytes: mr.bytes, addr: mr.address, rkey: mr.rkey };
 }
 
 /**
- * Registers the four regions and posts the receive ring; meant to run in
+ * Registers the regions and posts the receive ring; meant to run in
  * `prepare`, before the peer can send. Completions are queued until `start()`.
+ * With `small` (before trust) only the receive buffers and send slots of
+ * `small` are registered; `grow()` registers the rest.
  */
 class RdmaLink implements Link {
   readonly transport = "rdma" as const;
-  readonly capabilities: LinkCapabilities;
+  capabilities: LinkCapabilities;
   readonly #conn: RdmaConnection;
-  readonly #mr: Regions;
-  readonly #slots: Uint8Array[];
+  /** Every region this link registered (receive and send segments, arenas). */
+  readonly #regions: MemoryRegion[] = [];
+  /** Per receive buffer: its region and offset there (buffers added by `grow()` live in a second region). */
+  readonly #recvMr: MemoryRegion[] = [];
+  readonly #recvOff: number[] = [];
+  /** Per send slot: its region, offset and view. */
+  readonly #slotMr: MemoryRegion[] = [];
+  readonly #slotOff: number[] = [];
+  readonly #slots: Uint8Array[] = [];
+  #sourceMr: MemoryRegion | undefined;
+  #sinkMr: MemoryRegion | undefined;
+  /** The full capabilities while the link has its footprint before trust. */
+  #full: LinkCapabilities | undefined;
   #events: LinkEvents | undefined;
   readonly #early: Completion[] = [];
   #closing = false;
   #closedSent = false;
   #closeReason: { error: Error | undefined } | undefined;
-  readonly source: RegisteredRegion;
-  readonly sink: RegisteredRegion;
-  readonly remoteAccess: RemoteAccess;
+  source: RegisteredRegion | undefined;
+  sink: RegisteredRegion | undefined;
+  remoteAccess: RemoteAccess | undefined;
   /** The source range open to the peer (per-transfer access), if any. */
   #open: RemoteRange | undefined;
 
-  constructor(conn: RdmaConnection, caps: LinkCapabilities) {
+  constructor(conn: RdmaConnection, caps: LinkCapabilities, small?: LinkCapabilities) {
     this.#conn = conn;
-    this.capabilities = caps;
-    const { recvBufferSize, recvBufferCount, sendSlots, sendSlotSize, maxMessageSize } = caps;
-    const regs: MemoryRegion[] = [];
+    this.capabilities = small ?? caps;
+    this.#full = small ? caps : undefined;
+    const now = small ?? caps;
     try {
-      const reg = (len: number, access: Parameters<RdmaConnection["registerMemory"]>[1]) => {
-        const mr = conn.registerMemory(len, access);
-        regs.push(mr);
-        return mr;
-      };
-      this.#mr = {
-        recv: reg(recvBufferCount * recvBufferSize, { localWrite: true }),
-        send: reg(sendSlots * sendSlotSize, {}),
-        source: perTransferWanted() ? reg(maxMessageSize, {}) : reg(maxMessageSize, { remoteRead: true }),
-        sink: reg(maxMessageSize, { localWrite: true }),
-      };
-      if (!this.#mr.source.access.remoteRead && !canRegisterRanges(conn, this.#mr.source)) {
-        this.#mr.source.close();
-        regs.splice(regs.indexOf(this.#mr.source), 1);
-        this.#mr.source = reg(maxMessageSize, { remoteRead: true });
-      }
+      this.#addBuffers(now.recvBufferCount, now.sendSlots);
+      if (!small) this.#addArenas(caps.maxMessageSize);
     } catch (e) {
-      for (const mr of regs) mr.close();
+      this.#deregisterAll();
       throw e;
     }
-    this.#slots = carve(this.#mr.send.bytes, sendSlots, sendSlotSize);
-    this.source = region(this.#mr.source);
-    this.sink = region(this.#mr.sink);
-    this.remoteAccess = this.#mr.source.access.remoteRead ? "whole arena" : "per-transfer region";
+    conn.onCompletion = (c) => (this.#events ? this.#dispatch(c) : this.#early.push(c));
+    for (let i = 0; i < now.recvBufferCount; i++) this.repost(i);
+    conn.onClosing = (err) => this.#finish(err);
+  }
+
+  #reg(len: number, access: Parameters<RdmaConnection["registerMemory"]>[1]): MemoryRegion {
+    const mr = this.#conn.registerMemory(len, access);
+    this.#regions.push(mr);
+    return mr;
+  }
+
+  #deregisterAll(): void {
+    for (const mr of this.#regions.splice(0)) {
+      try {
+        mr.close();
+      } catch { /* the connection's close retries what is left */ }
+    }
+  }
+
+  /** Registers receive buffers and send slots up to these counts (new indices follow the old). */
+  #addBuffers(recvCount: number, slotCount: number): void {
+    const { recvBufferSize, sendSlotSize } = this.capabilities;
+    const moreRecv = recvCount - this.#recvMr.length;
+    const moreSlots = slotCount - this.#slots.length;
+    const recv = moreRecv > 0 ? this.#reg(moreRecv * recvBufferSize, { localWrite: true }) : undefined;
+    const send = moreSlots > 0 ? this.#reg(moreSlots * sendSlotSize, {}) : undefined;
+    for (let i = 0; i < moreRecv; i++) {
+      this.#recvMr.push(recv!);
+      this.#recvOff.push(i * recvBufferSize);
+    }
+    if (send) {
+      const views = carve(send.bytes, moreSlots, sendSlotSize);
+      for (let i = 0; i < moreSlots; i++) {
+        this.#slotMr.push(send);
+        this.#slotOff.push(i * sendSlotSize);
+        this.#slots.push(views[i]);
+      }
+    }
+  }
+
+  /** Registers the zcopy source and sink and sets up per-transfer access (see the header). */
+  #addArenas(maxMessageSize: number): void {
+    let source = perTransferWanted() ? this.#reg(maxMessageSize, {}) : this.#reg(maxMessageSize, { remoteRead: true });
+    const sink = this.#reg(maxMessageSize, { localWrite: true });
+    if (!source.access.remoteRead && !canRegisterRanges(this.#conn, source)) {
+      source.close();
+      this.#regions.splice(this.#regions.indexOf(source), 1);
+      source = this.#reg(maxMessageSize, { remoteRead: true });
+    }
+    this.#sourceMr = source;
+    this.#sinkMr = sink;
+    this.source = region(source);
+    this.sink = region(sink);
+    this.remoteAccess = source.access.remoteRead ? "whole arena" : "per-transfer region";
     if (this.remoteAccess === "per-transfer region") {
       this.advertise = (offset, length) => {
         this.#open?.close(); // one SrcAvail is outstanding at a time: never reached by the engine
-        this.#open = this.#conn.registerRange(this.#mr.source, offset, length, { remoteRead: true });
+        this.#open = this.#conn.registerRange(source, offset, length, { remoteRead: true });
         return this.#open.rkey;
       };
       this.withdraw = (offset) => {
         if (this.#open?.offset !== offset) return;
-        const r = this.#open;
-        this.#open = undefined;
-        r.close();
+        this.#closeOpen();
       };
     }
-    conn.onCompletion = (c) => (this.#events ? this.#dispatch(c) : this.#early.push(c));
-    for (let i = 0; i < recvBufferCount; i++) this.repost(i);
-    conn.onClosing = (err) => this.#finish(err);
+  }
+
+  /** Deregisters the source range open to the peer, if any: from here its READs fail. */
+  #closeOpen(): void {
+    const r = this.#open;
+    if (!r) return;
+    this.#open = undefined;
+    try {
+      r.close();
+    } catch (e) {
+      // The connection's close tries again (it closes every range before any region).
+      console.warn(`rdma: withdrawing the peer's access to ${r.length} source bytes failed: ${(e as Error).message}`);
+    }
   }
 
   get remoteAddress(): string {
     return this.#conn.remoteAddress;
   }
 
-  /** Per-transfer access only (see the header); absent on a whole-arena link. */
+  get memoryBytes(): number {
+    let n = 0;
+    for (const mr of this.#regions) n += mr.length;
+    return n;
+  }
+
+  get preAuth(): boolean {
+    return this.#full !== undefined;
+  }
+
+  grow(): LinkCapabilities {
+    const full = this.#full;
+    if (!full || this.#gone()) return this.capabilities;
+    const before = this.#regions.length;
+    const oldRecv = this.#recvMr.length;
+    try {
+      this.#addBuffers(full.recvBufferCount, full.sendSlots);
+      this.#addArenas(full.maxMessageSize);
+    } catch (e) {
+      for (const mr of this.#regions.splice(before)) {
+        try {
+          mr.close();
+        } catch { /* the connection's close retries it */ }
+      }
+      throw e;
+    }
+    this.#full = undefined;
+    this.capabilities = full;
+    for (let i = oldRecv; i < full.recvBufferCount; i++) this.repost(i);
+    return full;
+  }
+
+  /** Per-transfer access only (see the header); absent on a whole-arena link and before trust. */
   advertise?: (offset: number, length: number) => number;
   withdraw?: (offset: number) => void;
 
@@ -183,19 +281,19 @@ class RdmaLink implements Link {
 
   postSend(slot: number, length: number): void {
     if (this.#gone()) return; // `closed` follows and fails what is outstanding
-    this.#conn.postSend(this.#mr.send, slot * this.capabilities.sendSlotSize, length, slot);
+    this.#conn.postSend(this.#slotMr[slot], this.#slotOff[slot], length, slot);
   }
 
   repost(bufferIndex: number): void {
     if (this.#gone()) return;
-    const size = this.capabilities.recvBufferSize;
-    this.#conn.postRecv(this.#mr.recv, bufferIndex * size, size, bufferIndex);
+    this.#conn.postRecv(this.#recvMr[bufferIndex], this.#recvOff[bufferIndex], this.capabilities.recvBufferSize, bufferIndex);
   }
 
   postRead(token: number, sinkOffset: number, length: number, remoteAddr: bigint, rkey: number): void {
     if (token > TOKEN_MASK) throw new RangeError(`read token must be below 2^29: got ${token}`);
     if (this.#gone()) return;
-    this.#conn.postRead(this.#mr.sink, sinkOffset, length, remoteAddr, rkey, token | READ_BIT);
+    if (!this.#sinkMr) throw new Error("postRead before trust: this link has no sink yet (grow() registers it)");
+    this.#conn.postRead(this.#sinkMr, sinkOffset, length, remoteAddr, rkey, token | READ_BIT);
   }
 
   /** Closing, or the connection is already tearing down (a completion seen during its last poll). */
@@ -206,6 +304,8 @@ class RdmaLink implements Link {
   close(error?: Error): void {
     if (this.#closing) return;
     this.#closing = true;
+    // The peer's access to a source range still open ends with the socket, now.
+    this.#closeOpen();
     // Not from inside the socket's call. The connection disconnects, polls what the queue
     // already holds (frames among it reach the socket: their senders have their send
     // completions), then calls `onClosing` → `closed` (memory still readable), then frees.
@@ -217,9 +317,8 @@ class RdmaLink implements Link {
     if (this.#closedSent || (this.#closing && c.status !== 0) || c.status === WR_FLUSH_ERR) return;
     if (c.recv) {
       if (c.status !== 0) return; // a failed receive is the connection failing: `closed` reports it
-      const size = this.capabilities.recvBufferSize;
-      const start = c.token * size;
-      ev.frame(this.#mr.recv.bytes.subarray(start, start + c.byteLength), c.token);
+      const start = this.#recvOff[c.token];
+      ev.frame(this.#recvMr[c.token].bytes.subarray(start, start + c.byteLength), c.token);
     } else if (c.token & READ_BIT) {
       if (c.status === 0) ev.readDone(c.token & TOKEN_MASK);
       else ev.readFailed(c.token & TOKEN_MASK, new WorkCompletionError("RDMA READ", c.status, c.vendorErr));
@@ -232,6 +331,7 @@ class RdmaLink implements Link {
   /** The connection is going (peer gone, failure, or our close): memory is still valid here. */
   #finish(error: Error | undefined): void {
     this.#closing = true;
+    this.#closeOpen();
     this.#closeReason = { error };
     if (this.#events) this.#emitClosed(error);
   }
@@ -246,6 +346,7 @@ class RdmaLink implements Link {
 /** Connects an RDMA link to `host:port`. */
 export async function connectLink(options: LinkConnectOptions): Promise<Link> {
   const caps = capabilitiesOf(options);
+  const small = preAuthOf(options);
   let link: RdmaLink | undefined;
   await connect({
     host: options.host,
@@ -254,7 +355,7 @@ export async function connectLink(options: LinkConnectOptions): Promise<Link> {
     sendDepth: caps.sendSlots + 16,
     recvDepth: caps.recvBufferCount,
     prepare: (conn) => {
-      link = new RdmaLink(conn, caps);
+      link = new RdmaLink(conn, caps, small);
     },
   });
   return link!;
@@ -266,16 +367,17 @@ export async function connectLink(options: LinkConnectOptions): Promise<Link> {
  * once), each within `handshakeTimeoutMs` (default 10000) for the rdma_cm
  * exchange: a peer that never completes it holds its place no longer, and
  * one slow peer delays no other. Each connection in handshake has its regions
- * registered (with default sizes about 40 MiB: see the table above), so the
- * cap also bounds the memory that unauthenticated peers can make this side
- * register: `maxHandshakes` × that.
+ * registered (with default sizes about 40 MiB: see the table above; with
+ * `preAuth`, 8 + 8 buffers of 64 KiB, 1 MiB, until `grow()`), so the cap also
+ * bounds the memory that unauthenticated peers can make this side register:
+ * `maxHandshakes` × that.
  */
 class RdmaLinkListener implements LinkListener {
   readonly #listener: RdmaListener;
   readonly #accepting: { queue: AcceptQueue<RdmaLink>; close(): RdmaLink[] };
   readonly address: { host: string; port: number };
 
-  constructor(listener: RdmaListener, caps: LinkCapabilities, limits: HandshakeLimits) {
+  constructor(listener: RdmaListener, caps: LinkCapabilities, small: LinkCapabilities | undefined, limits: HandshakeLimits) {
     this.#listener = listener;
     this.address = listener.address;
     this.#accepting = acceptConcurrently<ConnectionRequest, RdmaLink>(listener, {
@@ -286,7 +388,7 @@ class RdmaLinkListener implements LinkListener {
           sendDepth: caps.sendSlots + 16,
           recvDepth: caps.recvBufferCount,
           prepare: (conn) => {
-            link = new RdmaLink(conn, caps);
+            link = new RdmaLink(conn, caps, small);
           },
         });
         return link!;
@@ -347,6 +449,7 @@ function safe(f: () => string): string {
  */
 export async function listenLinks(options: LinkListenOptions & HandshakeLimits): Promise<LinkListener> {
   const caps = capabilitiesOf(options);
+  const small = preAuthOf(options);
   const limits = handshakeLimits(options);
-  return new RdmaLinkListener(await listen({ host: options.host, port: options.port }), caps, limits);
+  return new RdmaLinkListener(await listen({ host: options.host, port: options.port }), caps, small, limits);
 }
