@@ -5,7 +5,7 @@
 #   bash scripts/uml.sh --prepare      build (or reuse) the kernel, boot nothing
 #
 # The second RDMA machine beside scripts/guest.sh's QEMU guest: Linux 6.1 built as an ordinary
-# program (ARCH=um, scripts/uml/build.sh; about 25 min once, then cached), with rdma_rxe built
+# program (ARCH=um, scripts/uml/build.sh; 8-25 min once, then cached), with rdma_rxe built
 # in. User code runs natively on the host CPU (QEMU's guest emulates it), but the kernel is
 # one CPU and every system call and page fault of a process inside goes through ptrace.
 # It boots in seconds with the host's root (hostfs) read-only under a RAM layer: it may write
@@ -19,6 +19,8 @@
 #   RDMA_UML_TIMEOUT  limit for one run, as for timeout(1) (default 40m)
 #   RDMA_UML_ACTIVE_TIMEOUT  seconds for rxe0 to become ACTIVE (default 5); else exit 97
 #   UML_MEM           memory in MB (default 3072)
+#   RDMA_UML_MAX_MAP_COUNT  vm.max_map_count raised to this when lower and root (default
+#                     1048576: UML maps guest memory page by page into each process inside)
 #   RDMA_UML_LOCK     lock file (default /tmp/rdma-uml.lock): one UML at a time on this machine
 #   RDMA_UML_ENV      extra variable names to pass in, space separated
 #   RDMA_UML_QUIET=1  no "uml:" progress lines on stderr
@@ -86,13 +88,42 @@ if ! flock -n 9; then
   flock 9
 fi
 
+# UML maps guest memory into each process inside page by page: a process of a few hundred MB
+# (bun with 4 MiB messages and 160 MiB registered) passes the host's default limit of 65530
+# mappings, and UML then stops with "UML ran out of memory on the host side". Raised here
+# when root (a per-process limit on the number of mappings, nothing else).
+WANT_MAPS=${RDMA_UML_MAX_MAP_COUNT:-1048576}
+[[ $WANT_MAPS =~ ^[0-9]+$ ]] || die "RDMA_UML_MAX_MAP_COUNT must be a number: got '$WANT_MAPS'"
+have_maps=$(cat /proc/sys/vm/max_map_count 2>/dev/null || echo 0)
+if [ "$have_maps" -lt "$WANT_MAPS" ]; then
+  if [ "$(id -u)" = 0 ] && echo "$WANT_MAPS" > /proc/sys/vm/max_map_count 2>/dev/null; then
+    say "raised vm.max_map_count from $have_maps to $WANT_MAPS (large processes inside UML need it)"
+  else
+    say "warning: vm.max_map_count is $have_maps (< $WANT_MAPS): large processes inside UML may stop it (raise it as root: sysctl -w vm.max_map_count=$WANT_MAPS)"
+  fi
+fi
+
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/rdma-uml.XXXXXX")
 OUT=$(cd "$OUT" && pwd -P)
+# UML writes its main process's id to <uml_dir>/<umid>/pid; that process makes a session of
+# its own (it is not in ours), so cleanup finds it there.
+UMLDIR=$OUT/.uml
+mkdir -p "$UMLDIR"
 UPID=
+WATCH=
 TAILS=()
+kernel_pid() { cat "$UMLDIR/run/pid" 2>/dev/null || true; }
+stop_kernel() {
+  local kp
+  kp=$(kernel_pid)
+  [ -n "$kp" ] || return 0
+  kill -TERM "$kp" 2>/dev/null || return 0
+  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$kp" 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- "-$kp" 2>/dev/null || true
+}
 cleanup() {
-  # The kernel runs in a process group of its own (setsid): its helper processes go with it.
-  [ -n "$UPID" ] && kill -KILL -- "-$UPID" 2>/dev/null || true
+  [ -n "$WATCH" ] && kill "$WATCH" 2>/dev/null || true
+  if [ -n "$UPID" ]; then stop_kernel; kill -KILL "$UPID" 2>/dev/null || true; fi
   for t in "${TAILS[@]}"; do kill "$t" 2>/dev/null || true; done
   rm -rf "$OUT"
 }
@@ -117,16 +148,29 @@ say "booting $(basename "$KERNEL") (${MEM} MB, 1 CPU, user code native; limit $T
 START=$SECONDS
 # The kernel's memory file goes to TMPDIR (UML's default); /dev/shm is a tmpfs here too.
 setsid timeout -k 10 "$TIMEOUT" nice -n 10 "$KERNEL" mem="${MEM}M" rootfstype=hostfs rootflags=/ ro \
-  init="$ROOT/scripts/uml/init.sh" rdma_uml_out="$OUT" con=null con0=fd:0,fd:1 ssl=null quiet \
+  init="$ROOT/scripts/uml/init.sh" rdma_uml_out="$OUT" umid=run uml_dir="$UMLDIR" \
+  con=null con0=fd:0,fd:1 ssl=null quiet \
   </dev/null >"$OUT/console" 2>&1 &
 UPID=$!
+# UML does not exit after a host-side mmap failure: it hangs. Stop it at once instead.
+(
+  while kill -0 "$UPID" 2>/dev/null; do
+    if grep -q 'ran out of memory on the host side' "$OUT/console" 2>/dev/null; then
+      touch "$OUT/hostoom"; stop_kernel; exit 0
+    fi
+    sleep 2
+  done
+) &
+WATCH=$!
 tail -c +1 -f --pid="$UPID" "$OUT/stdout" &
 TAILS+=($!)
 tail -c +1 -f --pid="$UPID" "$OUT/stderr" >&2 &
 TAILS+=($!)
 urc=0
 wait "$UPID" || urc=$?
-kill -KILL -- "-$UPID" 2>/dev/null || true
+stop_kernel
+kill "$WATCH" 2>/dev/null || true
+WATCH=
 UPID=
 for t in "${TAILS[@]}"; do wait "$t" 2>/dev/null || true; done
 TAILS=()
@@ -142,6 +186,11 @@ if [ -f "$OUT/setupfail" ]; then
   exit 97
 fi
 if [ ! -f "$OUT/rc" ]; then
+  if [ -f "$OUT/hostoom" ]; then
+    echo "uml: error: UML ran out of host mappings or memory after ${ELAPSED}s and was stopped (vm.max_map_count is $(cat /proc/sys/vm/max_map_count); see RDMA_UML_MAX_MAP_COUNT)" >&2
+    console_tail 10
+    exit 2
+  fi
   if [ "$urc" = 124 ] || [ "$urc" = 137 ]; then
     echo "uml: TIMED OUT: the command did not finish within $TIMEOUT (RDMA_UML_TIMEOUT); killed after ${ELAPSED}s" >&2
     console_tail 30
@@ -152,6 +201,10 @@ if [ ! -f "$OUT/rc" ]; then
   exit 2
 fi
 rc=$(cat "$OUT/rc")
+if [ "$rc" != 0 ] && grep -qE 'Out of memory|Killed process|Oops|BUG|panic|segfault' "$OUT/dmesg" 2>/dev/null; then
+  echo "uml: the command failed (exit status $rc) and the UML kernel logged this:" >&2
+  grep -E 'Out of memory|Killed process|Oops|BUG|panic|segfault' "$OUT/dmesg" | tail -n 10 | sed 's/^/  | /' >&2
+fi
 booted=$(cat "$OUT/booted" 2>/dev/null || echo '?')
 active=$(sed -n 's/^rxe0 port 1: 4: ACTIVE after \([0-9]*\) ms$/\1 ms/p' "$OUT/setup.log" 2>/dev/null || true)
 say "exit status $rc after ${ELAPSED}s (boot and Soft-RoCE setup: ${booted}s; rxe0 ACTIVE ${active:-?} after rdma link add)"

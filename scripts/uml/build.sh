@@ -6,7 +6,7 @@
 # Linux 6.1 from Debian's linux-source-6.1, built as ARCH=um, starting from the config of
 # Debian's user-mode-linux package with config.fragment (beside this file) applied over it:
 # InfiniBand, userspace verbs, rdma_rxe and siw built in (scripts/README.md says why each
-# line is there). About 25 minutes on 2 cores, once: the binary is cached under
+# line is there). 8-25 minutes on 2 cores (8 measured here), once: the binary is cached under
 # <cache>/linux-<key>, where key hashes config.fragment, the recipe number (RECIPE below)
 # and the two Debian package versions. The build runs under `nice -n 10`.
 #
@@ -87,7 +87,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     --no-install-recommends "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
 fi
 
-say "building Linux $SRC_VER as ARCH=um (key $KEY; about 25 min on 2 cores, once)"
+say "building Linux $SRC_VER as ARCH=um (key $KEY; 8-25 min on 2 cores, once)"
 t0=$SECONDS
 W=$CACHE/build-$KEY
 rm -rf "$W"

@@ -73,5 +73,8 @@ ulimit -n 65536 2>/dev/null || true
 set -a; . "$out/env"; set +a
 cd "$(cat "$out/cwd")" || { echo "uml: no directory $(cat "$out/cwd")" >> "$out/stderr"; echo 2 > "$out/rc"; off; }
 bash -c "$(cat "$out/cmd")" >> "$out/stdout" 2>> "$out/stderr" < /dev/null
-echo $? > "$out/rc"
+rc=$?
+# A failure may be the kernel's doing (the OOM killer, a crash): keep its log's end for uml.sh.
+[ $rc = 0 ] || dmesg 2>/dev/null | tail -n 40 > "$out/dmesg"
+echo $rc > "$out/rc"
 off
