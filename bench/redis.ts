@@ -249,7 +249,17 @@ async function killRun(rt: Runtime, setup: RedisSetup, users: number, updates: n
     let afterRestart: KillRun["afterRestart"];
     if (setup === "redis") {
       s.redis = await startRedis(s.redisPort!);
-      await sleep(500); // the app's client reconnects
+      // Every app server's client reconnects with a backoff that grew while redis-server was down:
+      // wait (bounded) until each answers through redis again, with a throwaway session (a write, so it goes through redis).
+      for (const id of s.ids) {
+        const until = performance.now() + 30_000;
+        while (performance.now() < until) {
+          const res = await fetch(`${url(id)}/put?k=probe&v=0`, { signal: AbortSignal.timeout(5000) }).catch(() => undefined);
+          await res?.body?.cancel();
+          if (res?.ok) break;
+          await sleep(100);
+        }
+      }
       const again = await readBack();
       afterRestart = { acknowledgedLost: again.acknowledgedLost, sessionsLost: again.sessionsLost, sessionsUnavailable: again.sessionsUnavailable };
     }
