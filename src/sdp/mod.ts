@@ -20,7 +20,7 @@
  * @module
  */
 export type { MessageListener, MessageSocket, ReceivedMessage, SocketStats, TransportChoice, TransportKind } from "./types.ts";
-export type { Link, LinkCapabilities, LinkEvents, LinkListener, LinkSizes, RegisteredRegion } from "./links/link.ts";
+export type { Link, LinkCapabilities, LinkEvents, LinkListener, LinkSizes, PreAuthSizes, RegisteredRegion } from "./links/link.ts";
 export type { TlsConfig } from "./links/tls.ts";
 export { type Reservation, SdpSocket, SOCKET_DEFAULTS, type SocketOptions } from "./socket.ts";
 export { ProtocolError } from "./wire.ts";
