@@ -240,7 +240,12 @@ function umlSummary(guest: Json, uml: Json): string | undefined {
   };
   const pick = (cases: Json[] | undefined, n: string) => cases?.find((c: Json) => c.name === n)?.nsPerOp?.p50;
   const uc = uml.syscall?.cases, qc = uml.qemuSyscall?.syscall?.cases;
-  const sys = `a system call (fstat from JS) costs ${pick(uc, "fstat") ?? "–"} ns in UML against ${pick(qc, "fstat") ?? "–"} ns in QEMU (${ratio(pick(uc, "fstat"), pick(qc, "fstat"))}), a JS loop iteration ${pick(uc, "JS loop") ?? "–"} against ${pick(qc, "JS loop") ?? "–"} ns (${ratio(pick(uc, "JS loop"), pick(qc, "JS loop"))}), a 64 KiB copy ${pick(uc, "64 KiB copy") ?? "–"} against ${pick(qc, "64 KiB copy") ?? "–"} ns (${ratio(pick(uc, "64 KiB copy"), pick(qc, "64 KiB copy"))})`;
+  const ffi = (run: Json, n: string) => run?.ffi?.bun?.cases?.find((c: Json) => c.name === n)?.nsPerOp?.p50;
+  const call = "empty shim call (shim_abi_version)", post = "post + poll to completion (8 B inline RDMA WRITE)";
+  const ffiText = `an FFI call into the shim (no kernel entry) ${ffi(uml, call) ?? "–"} ns in UML against ${ffi(guest, call) ?? "–"} ns in QEMU (${ratio(ffi(uml, call), ffi(guest, call))}), a post + poll of an 8 B RDMA WRITE (one system call and rxe's work) ${ffi(uml, post) ?? "–"} against ${ffi(guest, post) ?? "–"} ns (${ratio(ffi(uml, post), ffi(guest, post))})`;
+  const sys = qc
+    ? `a system call (fstat from JS) costs ${pick(uc, "fstat") ?? "–"} ns in UML against ${pick(qc, "fstat") ?? "–"} ns in QEMU (${ratio(pick(uc, "fstat"), pick(qc, "fstat"))}), a JS loop iteration ${pick(uc, "JS loop") ?? "–"} against ${pick(qc, "JS loop") ?? "–"} ns (${ratio(pick(uc, "JS loop"), pick(qc, "JS loop"))}), a 64 KiB copy ${pick(uc, "64 KiB copy") ?? "–"} against ${pick(qc, "64 KiB copy") ?? "–"} ns (${ratio(pick(uc, "64 KiB copy"), pick(qc, "64 KiB copy"))}); ${ffiText}`
+    : `in UML a system call (fstat from JS) costs ${pick(uc, "fstat") ?? "–"} ns, a timer read ${pick(uc, "performance.now") ?? "–"} ns and a page fault ${pick(uc, "page fault") ?? "–"} ns, while a JS loop iteration costs ${pick(uc, "JS loop") ?? "–"} ns (this run has no QEMU side of that part); ${ffiText}`;
   return `- RDMA, User-Mode Linux (uml.json, ${uml.meta?.date?.slice(0, 10) ?? "?"}; native user code, system calls through ptrace) beside the QEMU guest (guest.json): bcopy ½ round trip p50 / p90 64 B ${fig(u, 64, "bcopy")} in UML against ${fig(q, 64, "bcopy")} in QEMU; 64 KiB ${fig(u, 65536, "bcopy")} against ${fig(q, 65536, "bcopy")}; 1 MiB ${fig(u, 1 << 20, "bcopy")} against ${fig(q, 1 << 20, "bcopy")}. Why: ${sys}. perftest was not run in UML (${uml.perftestSkipped ? "it prints inf latencies there" : "see uml.json"}); every other figure in the summary above is from the QEMU guest.`;
 }
 
