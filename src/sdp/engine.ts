@@ -199,8 +199,19 @@ export interface EngineGrowth {
   source?: { addr: bigint; rkey: number };
 }
 
+/**
+ * Where an outgoing message is in its life (one field, so that no two flags can
+ * disagree): queued (in the send queue, perhaps partly posted), posted (bcopy:
+ * every frame posted, waiting for its ack), advertised (zcopy: SrcAvail out),
+ * cancelling (zcopy: SrcAvailCancel out), read (zcopy: RdmaRdCompl received),
+ * free (settled, rejected, or in the reuse pool).
+ */
+const OUT = { Free: 0, Queued: 1, Posted: 2, Advertised: 3, Cancelling: 4, Read: 5 } as const;
+type OutState = typeof OUT[keyof typeof OUT];
+
 interface OutMessage {
   id: number;
+  state: OutState;
   bytes: Uint8Array;
   sourceOffset: number | undefined;
   mode: "bcopy" | "zcopy" | undefined;
@@ -208,11 +219,7 @@ interface OutMessage {
   sent: number;
   /** mseq of the last frame of this message (bcopy), once fully posted. */
   lastMseq: number;
-  /** zcopy: RdmaRdCompl received. */
-  done: boolean;
-  zstate: "advertised" | "cancelling" | undefined;
   deadline: number;
-  fellBack: boolean;
 }
 
 interface IncomingZcopy {
@@ -478,32 +485,28 @@ export class Engine {
     let m = this.#freeMessages.pop();
     if (m) {
       m.id = id;
+      m.state = OUT.Queued;
       m.bytes = bytes;
       m.sourceOffset = sourceOffset;
       m.mode = undefined;
       m.sent = 0;
       m.lastMseq = -1;
-      m.done = false;
-      m.zstate = undefined;
       m.deadline = Infinity;
-      m.fellBack = false;
     } else {
       m = {
         id,
+        state: OUT.Queued,
         bytes,
         sourceOffset,
         mode: undefined,
         sent: 0,
         lastMseq: -1,
-        done: false,
-        zstate: undefined,
         deadline: Infinity,
-        fellBack: false,
       };
     }
     this.#sendQueue.push(m);
     this.#pump(now);
-    if (borrowed && this.#sendQueue.includes(m)) m.bytes = m.bytes.slice();
+    if (borrowed && m.state === OUT.Queued) m.bytes = m.bytes.slice();
   }
 
   /** A frame arrived in receive buffer `bufferIndex`. */
@@ -617,8 +620,8 @@ export class Engine {
     if (now >= this.#closeDeadline) return this.#finish(undefined);
     const z = this.#outgoingZ;
     if (z && now >= z.deadline) {
-      if (z.zstate === "advertised") {
-        z.zstate = "cancelling";
+      if (z.state === OUT.Advertised) {
+        z.state = OUT.Cancelling;
         z.deadline = now + this.options.cancelTimeoutMs;
         this.stats.cancels++;
         this.#control.push(SRCAVAIL_CANCEL);
@@ -746,12 +749,15 @@ export class Engine {
         this.#actions.push({ type: "withdraw", sourceOffset: m.sourceOffset! });
         this.#inflight.splice(this.#inflight.indexOf(m), 1);
         m.mode = "bcopy";
-        m.zstate = undefined;
         m.deadline = Infinity;
         m.sent = 0;
-        m.fellBack = true;
         this.stats.zcopyFallbacks++;
-        if (this.#state === "open") this.#sendQueue.unshift(m);
+        if (this.#state === "open") {
+          m.state = OUT.Queued;
+          this.#sendQueue.unshift(m);
+        } else {
+          m.state = OUT.Free;
+        }
         return;
       }
       case MID.RdmaRdCompl: {
@@ -764,7 +770,7 @@ export class Engine {
         }
         this.#outgoingZ = undefined;
         this.#actions.push({ type: "withdraw", sourceOffset: m.sourceOffset! });
-        m.done = true;
+        m.state = OUT.Read;
         this.#resolveReady();
         return;
       }
@@ -787,13 +793,17 @@ export class Engine {
 
   /** Rejects the queued sends larger than `max` (the peer's limit). */
   #rejectTooLarge(max: number): void {
-    for (const m of [...this.#sendQueue]) {
+    const keep: OutMessage[] = [];
+    for (const m of this.#sendQueue) {
       const err = this.#sizeError(m.bytes.length, max, "the peer's ");
       if (err) {
-        this.#sendQueue.splice(this.#sendQueue.indexOf(m), 1);
+        m.state = OUT.Free;
         this.#actions.push({ type: "reject", id: m.id, error: err });
+      } else {
+        keep.push(m);
       }
     }
+    this.#sendQueue = keep;
   }
 
   /** The peer's GROW: its limits after trust (checked against its HELLO), then the header with them. */
@@ -1054,7 +1064,7 @@ export class Engine {
       const src = this.options.source!;
       this.#post({ mid: MID.SrcAvail, len, rkey: src.rkey, vaddr: src.addr + BigInt(m.sourceOffset!) });
       this.#sendQueue.shift();
-      m.zstate = "advertised";
+      m.state = OUT.Advertised;
       m.deadline = this.#now(now) + this.options.cancelTimeoutMs;
       this.#outgoingZ = m;
       this.#inflight.push(m);
@@ -1077,6 +1087,7 @@ export class Engine {
     }
     if (m.sent === len) {
       m.lastMseq = mseq;
+      m.state = OUT.Posted;
       this.#sendQueue.shift();
       this.#inflight.push(m);
     }
@@ -1085,7 +1096,7 @@ export class Engine {
   #resolveReady(): void {
     while (this.#inflight.length > 0) {
       const m = this.#inflight[0];
-      const ready = m.mode === "zcopy" ? m.done : m.lastMseq <= this.#delivered;
+      const ready = m.mode === "zcopy" ? m.state === OUT.Read : m.lastMseq <= this.#delivered;
       if (!ready) return;
       this.#inflight.shift();
       this.stats.messagesSent++;
@@ -1093,6 +1104,7 @@ export class Engine {
       if (m.mode === "zcopy") this.stats.zcopySends++;
       else this.stats.bcopySends++;
       this.#actions.push({ type: "resolve", id: m.id });
+      m.state = OUT.Free;
       m.bytes = NO_BYTES; // nothing of the caller's is kept
       if (this.#freeMessages.length < 64) this.#freeMessages.push(m);
     }
@@ -1104,6 +1116,7 @@ export class Engine {
     this.#sendQueue = [];
     this.#outgoingZ = undefined;
     for (const m of all) {
+      m.state = OUT.Free;
       this.#actions.push({
         type: "reject",
         id: m.id,

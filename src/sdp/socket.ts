@@ -277,10 +277,23 @@ export class SdpSocket implements MessageSocket {
 
   #events(): LinkEvents {
     return {
-      frame: (view, index) => this.#input(() => this.#engine.frame(view, index)),
-      sendDone: (slot) => this.#input(() => this.#engine.sendDone(slot)),
+      // The data-path events call the engine directly: no closure per event.
+      frame: (view, index) => {
+        this.#ackBlocked = false;
+        this.#engine.frame(view, index);
+        this.#drain();
+      },
+      sendDone: (slot) => {
+        this.#ackBlocked = false;
+        this.#engine.sendDone(slot);
+        this.#drain();
+      },
       sendFailed: (slot, err) => this.#input(() => this.#engine.sendFailed(slot, err)),
-      readDone: (token) => this.#input(() => this.#engine.readDone(token)),
+      readDone: (token) => {
+        this.#ackBlocked = false;
+        this.#engine.readDone(token);
+        this.#drain();
+      },
       readFailed: (token, err) => this.#input(() => this.#engine.readFailed(token, err)),
       closed: (err) => {
         this.#linkClosed = true;
