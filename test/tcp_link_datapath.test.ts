@@ -4,8 +4,13 @@ import * as net from "node:net";
 import { connect, listen, type SdpSocket } from "../src/sdp/mod.ts";
 import { loopbackPair } from "../src/sdp/links/loopback.ts";
 import { ProtocolError } from "../src/sdp/wire.ts";
-import { declaredLength, encode, MID } from "../src/sdp/wire.ts";
+import { encode, MID } from "../src/sdp/wire.ts";
 import { pattern } from "./fixtures/sdp_engine_sim.ts";
+
+/** The big-endian u32 at `offset + 4`: a frame's declared length when `offset` is its start (stream framing). */
+function declaredLength(bytes: Uint8Array, offset: number): number {
+  return ((bytes[offset + 4] << 24) | (bytes[offset + 5] << 16) | (bytes[offset + 6] << 8) | bytes[offset + 7]) >>> 0;
+}
 
 /** A raw peer that answers the HELLO, then runs `then(socket)`; resolves with every frame it received. */
 function rawPeer(then: (s: net.Socket) => void): Promise<{ port: number; frames: Promise<Uint8Array[]>; close(): void }> {

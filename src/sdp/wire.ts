@@ -437,8 +437,3 @@ export function decodeFrame(bytes: Uint8Array, expectedMseq: number): Frame {
   }
   return { bufs: f.bufs, mseq: f.mseq, mseqAck: f.mseqAck, body };
 }
-
-/** Reads the declared length of a frame whose first 8 bytes are available (stream framing). */
-export function declaredLength(bytes: Uint8Array, offset: number): number {
-  return ((bytes[offset + 4] << 24) | (bytes[offset + 5] << 16) | (bytes[offset + 6] << 8) | bytes[offset + 7]) >>> 0;
-}
