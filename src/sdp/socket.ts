@@ -134,6 +134,16 @@ class Message implements ReceivedMessage {
   }
 }
 
+/**
+ * How far a socket is in closing (one field, so that no two flags can
+ * disagree): open; closing (`close()` called, engine and link still up);
+ * link closed (the link's `closed` event came, the engine is closing in the
+ * same turn); engine closed (its `close` action came, the link's `closed`
+ * event has not); ended (both: link memory copied out, `closed` resolved).
+ */
+const LIFE = { Open: 0, Closing: 1, LinkClosed: 2, EngineClosed: 3, Ended: 4 } as const;
+type Life = typeof LIFE[keyof typeof LIFE];
+
 /** A connected SDP socket over any link. Create with `SdpSocket.open`, or `connect`/`listen` in `mod.ts`. */
 export class SdpSocket implements MessageSocket {
   readonly transport: TransportKind;
@@ -151,11 +161,8 @@ export class SdpSocket implements MessageSocket {
   /** Delivered messages still holding link memory (read or not): copied out when the link closes. */
   readonly #held = new Set<Message>();
   #readers: Array<(r: IteratorResult<ReceivedMessage>) => void> = [];
-  #ended = false;
-  #closeRequested = false;
+  #life: Life = LIFE.Open;
   #finalError: Error | undefined;
-  #engineClosed = false;
-  #linkClosed = false;
   #resolveClosed!: (e: Error | undefined) => void;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
@@ -246,7 +253,7 @@ export class SdpSocket implements MessageSocket {
    * error).
    */
   trust(): void {
-    if (!this.#engine.preAuth || this.#closeRequested || this.#engineClosed || this.#linkClosed) return;
+    if (!this.#engine.preAuth || this.#life !== LIFE.Open) return;
     const link = this.#link;
     let caps;
     try {
@@ -296,9 +303,10 @@ export class SdpSocket implements MessageSocket {
       },
       readFailed: (token, err) => this.#input(() => this.#engine.readFailed(token, err)),
       closed: (err) => {
-        this.#linkClosed = true;
-        this.#input(() => this.#engine.linkClosed(err));
-        if (this.#engineClosed) this.#settleClosed();
+        const engineDone = this.#life === LIFE.EngineClosed || this.#life === LIFE.Ended;
+        if (!engineDone) this.#life = LIFE.LinkClosed;
+        this.#input(() => this.#engine.linkClosed(err)); // the engine's close action settles the socket then
+        if (engineDone) this.#settleClosed();
       },
     };
   }
@@ -310,7 +318,7 @@ export class SdpSocket implements MessageSocket {
   }
 
   send(bytes: Uint8Array): Promise<void> {
-    if (this.#closeRequested || this.#engineClosed) {
+    if (this.#life !== LIFE.Open) {
       return Promise.reject(new Error("send failed: the socket is closed"));
     }
     if (bytes.length === 0) return Promise.reject(new RangeError("message of 0 bytes: a message must carry at least 1 byte"));
@@ -342,7 +350,7 @@ export class SdpSocket implements MessageSocket {
    * On links without zcopy the space is an ordinary buffer.
    */
   reserve(length: number): Promise<Reservation> {
-    if (this.#closeRequested || this.#engineClosed) return Promise.reject(new Error("reserve failed: the socket is closed"));
+    if (this.#life !== LIFE.Open) return Promise.reject(new Error("reserve failed: the socket is closed"));
     if (!Number.isInteger(length) || length < 1 || length > this.#maxMessageSize) {
       return Promise.reject(
         new RangeError(`reserve of ${length} bytes: must be an integer in 1..maxMessageSize ${this.#maxMessageSize}`),
@@ -370,7 +378,7 @@ export class SdpSocket implements MessageSocket {
           if (offset !== undefined) this.#freeArena(offset);
           return Promise.reject(new RangeError(`commit of ${length} bytes: must be in 1..${bytes.length}`));
         }
-        if (this.#closeRequested || this.#engineClosed) {
+        if (this.#life !== LIFE.Open) {
           if (offset !== undefined) this.#freeArena(offset);
           return Promise.reject(new Error("send failed: the socket is closed"));
         }
@@ -393,7 +401,7 @@ export class SdpSocket implements MessageSocket {
   }
 
   #freeArena(offset: number): void {
-    if (this.#linkClosed) return;
+    if (this.#life === LIFE.LinkClosed || this.#life === LIFE.Ended) return;
     this.#arena!.free(offset);
     this.#admitWaiting();
     this.#drain();
@@ -415,7 +423,7 @@ export class SdpSocket implements MessageSocket {
   }
 
   #admitWaiting(): void {
-    while (this.#waiting.length > 0 && !this.#engineClosed) {
+    while (this.#waiting.length > 0 && this.#life !== LIFE.EngineClosed && this.#life !== LIFE.Ended) {
       const w = this.#waiting[0];
       if (w.kind === "send") {
         if (!this.#admit(w.id, w.bytes, false)) return;
@@ -433,7 +441,7 @@ export class SdpSocket implements MessageSocket {
   /** @internal called by a received message's `release()`. */
   _release(handle: ReleaseHandle, m: Message): void {
     this.#held.delete(m);
-    if (this.#engineClosed) return;
+    if (this.#life === LIFE.EngineClosed || this.#life === LIFE.Ended) return;
     this.#engine.release(handle);
     this.#drain();
   }
@@ -487,7 +495,7 @@ export class SdpSocket implements MessageSocket {
         return;
       case "withdraw":
         // Before the resolve or the bcopy re-send that follow it: the space is not reused before this.
-        if (!this.#linkClosed) this.#link.withdraw?.(a.sourceOffset);
+        if (this.#life !== LIFE.LinkClosed && this.#life !== LIFE.Ended) this.#link.withdraw?.(a.sourceOffset);
         return;
       case "repost":
         this.#link.repost(a.bufferIndex);
@@ -507,7 +515,7 @@ export class SdpSocket implements MessageSocket {
         const p = this.#pending.get(a.id);
         if (!p) return;
         this.#pending.delete(a.id);
-        if (p.arenaOffset !== undefined && !this.#linkClosed && !this.#engineClosed) this.#arena!.free(p.arenaOffset);
+        if (p.arenaOffset !== undefined && this.#life <= LIFE.Closing) this.#arena!.free(p.arenaOffset);
         if (a.type === "resolve") p.resolve();
         else p.reject(a.error);
         return;
@@ -516,7 +524,8 @@ export class SdpSocket implements MessageSocket {
         this.#open.resolve(a.peer);
         return;
       case "close": {
-        this.#engineClosed = true;
+        const linkDone = this.#life === LIFE.LinkClosed;
+        this.#life = LIFE.EngineClosed;
         this.#finalError = a.error;
         this.#open.reject(a.error ?? new Error("the connection closed during the handshake"));
         for (const w of this.#waiting.splice(0)) {
@@ -528,8 +537,8 @@ export class SdpSocket implements MessageSocket {
             p?.reject(err);
           }
         }
-        this.#link.close(a.error);
-        if (this.#linkClosed) this.#settleClosed();
+        this.#link.close(a.error); // a link may emit its closed event in here: that settles the socket
+        if (linkDone) this.#settleClosed();
         return;
       }
     }
@@ -542,8 +551,8 @@ export class SdpSocket implements MessageSocket {
    * copied out now, then the iterator ends once the inbox is empty.
    */
   #settleClosed(): void {
-    if (!this.#ended) {
-      this.#ended = true;
+    if (this.#life !== LIFE.Ended) {
+      this.#life = LIFE.Ended;
       for (const m of this.#held) m.detach();
       this.#held.clear();
       for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
@@ -555,7 +564,7 @@ export class SdpSocket implements MessageSocket {
   }
 
   #schedule(): void {
-    const at = this.#engineClosed ? Infinity : this.#engine.nextDeadline();
+    const at = this.#life === LIFE.EngineClosed || this.#life === LIFE.Ended ? Infinity : this.#engine.nextDeadline();
     if (at === this.#timerAt) return;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -573,7 +582,7 @@ export class SdpSocket implements MessageSocket {
       next: () => {
         const m = this.#inbox.shift();
         if (m) return Promise.resolve({ value: m.taken(), done: false });
-        if (this.#ended) return Promise.resolve({ value: undefined, done: true });
+        if (this.#life === LIFE.Ended) return Promise.resolve({ value: undefined, done: true });
         return new Promise((r) => this.#readers.push(r));
       },
       return: () => Promise.resolve({ value: undefined, done: true }),
@@ -587,8 +596,8 @@ export class SdpSocket implements MessageSocket {
    * need be) before it ends. Idempotent.
    */
   close(): Promise<void> {
-    if (!this.#closeRequested) {
-      this.#closeRequested = true;
+    if (this.#life === LIFE.Open) {
+      this.#life = LIFE.Closing;
       this.#input(() => this.#engine.close(now()));
     }
     return this.closed.then(() => {});
