@@ -52,6 +52,12 @@ export type CmStepProgress = Pick<Progress, "onCmEvent" | "offCmEvent" | "kick">
  * that fails at once (`start` throws: a name that does not resolve, an
  * rdma_accept refused), so no timer outlives a failed step.
  *
+ * `onEvent` runs inside the handler, before the step's handler goes: the
+ * progress loop hands out queued CM events in one synchronous pass, so a
+ * DISCONNECTED right behind an ESTABLISHED must find the connection's own
+ * handler already installed (installed after the `await`, one microtask
+ * later, it found none and was lost: the connection stayed open for good).
+ *
  * @internal exported for tests
  */
 export function cmStep(
@@ -60,6 +66,7 @@ export function cmStep(
   what: string,
   timeoutMs: number,
   start: () => void,
+  onEvent?: (ev: CmEvent) => void,
 ): Promise<CmEvent> {
   return new Promise((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -70,6 +77,12 @@ export function cmStep(
     };
     progress.onCmEvent(id.address, (ev) => {
       done();
+      try {
+        onEvent?.(ev);
+      } catch (e) {
+        reject(e);
+        return;
+      }
       resolve(ev);
     });
     timer = setTimeout(() => {
@@ -129,10 +142,12 @@ export async function connect(opts: ConnectOptions): Promise<RdmaConnection> {
     conn = new RdmaConnection(progress, id, opts);
     const pd = privateDataOf(opts.prepare?.(conn), opts);
     if (pd.length > 56) throw new RangeError(`private data must be at most 56 bytes on connect: got ${pd.length}`);
+    const established = conn;
     const done = await cmStep(progress, id, `rdma_connect(${target})`, timeout, () =>
-      unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length)));
+      unwrap("rdma_connect", shim.fn.shim_id_connect(id.ptr, pd, pd.length)), (ev) => {
+      if (ev.type === CM.ESTABLISHED) established.markEstablished(ev.privateData);
+    });
     expect(done, CM.ESTABLISHED, `rdma_connect(${target})`, target);
-    conn.markEstablished(done.privateData);
     return conn;
   } catch (e) {
     if (conn) await conn.close(e as Error);
@@ -176,10 +191,12 @@ export class ConnectionRequest {
       conn.privateData = this.privateData;
       const pd = privateDataOf(opts.prepare?.(conn), opts);
       if (pd.length > 196) throw new RangeError(`private data must be at most 196 bytes on accept: got ${pd.length}`);
+      const established = conn;
       const ev = await cmStep(progress, this.#id, "rdma_accept", timeout, () =>
-        unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length)));
+        unwrap("rdma_accept", shim.fn.shim_id_accept(this.#id.ptr, pd, pd.length)), (ev) => {
+        if (ev.type === CM.ESTABLISHED) established.markEstablished(new Uint8Array(0));
+      });
       expect(ev, CM.ESTABLISHED, "rdma_accept", this.remoteAddress);
-      conn.markEstablished(new Uint8Array(0));
       return conn;
     } catch (e) {
       if (conn) await conn.close(e as Error);
