@@ -85,6 +85,47 @@ export function firstJsonLine<T>(child: ChildProcess, what: string): Promise<T> 
   });
 }
 
+/**
+ * Every stdout line of `child` that parses as JSON, in order (other lines, a
+ * runtime's own output, are skipped): `next()` resolves with the next one;
+ * with `ms`, rejects after that long naming `what`.
+ */
+export function jsonLineReader(child: ChildProcess): <T>(ms?: number, what?: string) => Promise<T> {
+  const queue: unknown[] = [];
+  const waiters: Array<(v: unknown) => void> = [];
+  let buf = "";
+  child.stdout!.on("data", (d: Uint8Array) => {
+    buf += new TextDecoder().decode(d);
+    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let v: unknown;
+      try {
+        v = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      const w = waiters.shift();
+      if (w) w(v);
+      else queue.push(v);
+    }
+  });
+  return <T>(ms?: number, what = "a line"): Promise<T> => {
+    if (queue.length) return Promise.resolve(queue.shift() as T);
+    return new Promise<T>((resolve, reject) => {
+      const t = ms === undefined ? undefined : setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1);
+        reject(new Error(`the child process did not answer ${what} within ${ms} ms`));
+      }, ms);
+      const w = (v: unknown) => {
+        clearTimeout(t);
+        resolve(v as T);
+      };
+      waiters.push(w);
+    });
+  };
+}
+
 /** Everything `child` printed so far on its piped stdout and stderr. */
 export function collectOutput(child: ChildProcess): () => string {
   let out = "";

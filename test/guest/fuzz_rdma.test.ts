@@ -27,7 +27,6 @@
  * (`ROUNDS` × `CASES_PER_ROUND`) and in time (`BUDGET_MS`).
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import process from "node:process";
 import { test } from "node:test";
 import { connect, type MessageSocket } from "../../src/sdp/mod.ts";
@@ -35,7 +34,7 @@ import { bsdh, helloBody, installCrashGuard, Rng, SEED } from "../fixtures/fuzz.
 import type { Stats } from "../fixtures/fuzz_rdma_listener.ts";
 import { bodyU32, RAW_RECV_COUNT, RAW_SLOT_SIZE, RawPeer, type RxFrame } from "../fixtures/rdma_raw_peer.ts";
 import { rdmaSkip } from "../fixtures/guest_device.ts";
-import { currentRuntime, exited, spawnFixture } from "../fixtures/runtime.ts";
+import { currentRuntime, exited, jsonLineReader, spawnFixture } from "../fixtures/runtime.ts";
 
 const HOST = process.env.RDMA_TEST_HOST ?? "192.0.2.1";
 const skip = await rdmaSkip(test); // fails instead inside the guest (RDMA_IN_GUEST=1)
@@ -74,42 +73,6 @@ const MID = { Hello: 0x00, HelloAck: 0x01, Disconn: 0x02, Abort: 0x03, SendSM: 0
 const MIDS = Object.values(MID);
 
 // ---- the child ---------------------------------------------------------------
-
-function jsonLines(child: ChildProcess) {
-  const queue: unknown[] = [];
-  const waiters: Array<(v: unknown) => void> = [];
-  let buf = "";
-  child.stdout!.on("data", (d: Uint8Array) => {
-    buf += new TextDecoder().decode(d);
-    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let v: unknown;
-      try {
-        v = JSON.parse(line);
-      } catch {
-        continue; // not ours (a runtime's own output)
-      }
-      const w = waiters.shift();
-      if (w) w(v);
-      else queue.push(v);
-    }
-  });
-  return <T>(ms: number, what: string): Promise<T> => {
-    if (queue.length) return Promise.resolve(queue.shift() as T);
-    return new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => {
-        waiters.splice(waiters.indexOf(w), 1);
-        reject(new Error(`the listener process did not answer ${what} within ${ms} ms`));
-      }, ms);
-      const w = (v: unknown) => {
-        clearTimeout(t);
-        resolve(v as T);
-      };
-      waiters.push(w);
-    });
-  };
-}
 
 // ---- hostile cases -------------------------------------------------------------
 
@@ -425,7 +388,7 @@ async function startListener() {
   const child = spawnFixture(currentRuntime, "test/fixtures/fuzz_rdma_listener.ts", [HOST, JSON.stringify(LISTEN)]);
   const state: { died: string | undefined } = { died: undefined };
   child.once("exit", (code, signal) => (state.died = `the listener process exited (code ${code}, signal ${signal})`));
-  const next = jsonLines(child);
+  const next = jsonLineReader(child);
   const ask = async (cmd: "stats" | "settle"): Promise<Stats> => {
     if (state.died) throw new Error(state.died);
     child.stdin!.write(`${cmd}\n`);

@@ -22,37 +22,18 @@
  * succeed, and the victim's stats say "whole arena": the test notices.
  */
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import { test } from "node:test";
 import { connect as sdpConnect, type Link, type LinkEvents, SdpSocket } from "../../src/sdp/mod.ts";
 import { connectLink } from "../../src/sdp/links/rdma.ts";
 import { connect as verbsConnect, type MemoryRegion, WorkCompletionError } from "../../src/verbs/mod.ts";
 import { rdmaSkip } from "../fixtures/guest_device.ts";
 import { content, MAX, THRESHOLD } from "../fixtures/remote_access_peer.ts";
-import { exited, otherRuntime, spawnFixture } from "../fixtures/runtime.ts";
+import { exited, jsonLineReader, otherRuntime, spawnFixture } from "../fixtures/runtime.ts";
 
 const HOST = process.env.RDMA_TEST_HOST ?? "192.0.2.1";
 const skip = await rdmaSkip(test); // fails instead inside the guest (RDMA_IN_GUEST=1)
 const N = 100_000; // not a multiple of a page: scoping is by byte
 const REM_ACCESS_ERR = 10;
-
-/** Lines of a child's stdout as parsed JSON, in order. */
-function lines(child: ChildProcess) {
-  const queue: unknown[] = [];
-  const waiters: Array<(v: unknown) => void> = [];
-  let buf = "";
-  child.stdout!.on("data", (d: Uint8Array) => {
-    buf += new TextDecoder().decode(d);
-    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-      const v = JSON.parse(buf.slice(0, nl));
-      buf = buf.slice(nl + 1);
-      const w = waiters.shift();
-      if (w) w(v);
-      else queue.push(v);
-    }
-  });
-  return <T>(): Promise<T> => (queue.length ? Promise.resolve(queue.shift() as T) : new Promise((r) => waiters.push(r as (v: unknown) => void)));
-}
 
 async function victim(env: Record<string, string> = {}) {
   const saved = { ...process.env };
@@ -62,7 +43,7 @@ async function victim(env: Record<string, string> = {}) {
     if (saved[k] === undefined) delete process.env[k];
     else process.env[k] = saved[k];
   }
-  const next = lines(child);
+  const next = jsonLineReader(child);
   const { port } = await next<{ port: number; runtime: string }>();
   return { child, port, next };
 }
@@ -278,7 +259,7 @@ test("remote access: what scoping costs per transfer (registration of exactly th
   const sizes = [256 * 1024, 1024 * 1024, 16 * 1024 * 1024];
   // 1. The mechanism alone: ibv_reg_mr of exactly the bytes + ibv_dereg_mr, as advertise/withdraw do.
   const peer = spawnFixture(otherRuntime(), "test/fixtures/verbs_peer.ts", [HOST]);
-  const { port } = await lines(peer)<{ port: number }>();
+  const { port } = await jsonLineReader(peer)<{ port: number }>();
   let arena!: MemoryRegion, out!: MemoryRegion;
   const conn = await verbsConnect({ host: HOST, port, prepare: (c) => {
     arena = c.registerMemory(16 * 1024 * 1024, {});
@@ -296,7 +277,7 @@ test("remote access: what scoping costs per transfer (registration of exactly th
     const saved = process.env.SDP_RDMA_REMOTE_ACCESS;
     process.env.SDP_RDMA_REMOTE_ACCESS = mode;
     const echo = spawnFixture(otherRuntime(), "test/fixtures/sdp_rdma_peer.ts", [HOST, String(16 * 1024 * 1024)]);
-    const { port: p } = await lines(echo)<{ port: number }>();
+    const { port: p } = await jsonLineReader(echo)<{ port: number }>();
     const s = await sdpConnect({ transport: "rdma", host: HOST, port: p, maxMessageSize: 16 * 1024 * 1024, zcopyThreshold: THRESHOLD });
     if (saved === undefined) delete process.env.SDP_RDMA_REMOTE_ACCESS;
     else process.env.SDP_RDMA_REMOTE_ACCESS = saved;
