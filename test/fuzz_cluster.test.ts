@@ -33,9 +33,13 @@ const IDS = ["a", "b", "c"];
 /**
  * RSS after the fuzz may exceed RSS before it by at most this much: the
  * allocator keeps pages of the transient peak (hostile replicas of up to
- * 4 MiB are copied several times on their way), Deno's more than Bun's.
+ * 4 MiB are copied several times on their way), Deno's more than Bun's, and
+ * more the faster the client commits meanwhile (a fresh-clone run under Deno:
+ * 73,356 commits, RSS 175 -> 515 MiB with retained memory flat at 228, 226 MiB
+ * over the rounds). The leak check is the retained one below; this bound
+ * catches memory that grows without end.
  */
-const RSS_BOUND_MIB = 320;
+const RSS_BOUND_MIB = 512;
 /**
  * And each round after the first may add at most this much to the first's
  * retained memory (JS heap + external buffers after a collection; RSS itself
