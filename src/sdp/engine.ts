@@ -257,7 +257,7 @@ const defaultClock = () => performance.now();
 export class Engine {
   readonly options: EngineOptions;
   #state: EngineState = "handshake";
-  #actions: EngineAction[] = [];
+  readonly #actions: EngineAction[] = [];
   #peer: Hello | undefined;
 
   // Transmit side.
@@ -439,12 +439,27 @@ export class Engine {
     this.#flushingAcks = false;
   }
 
+  /**
+   * @internal The queue of actions itself, for a driver that carries them out
+   * in place (by index, actions queued meanwhile included) and then calls
+   * `clearActions()`: no array per batch on the data path (the socket does).
+   */
+  get queuedActions(): readonly EngineAction[] {
+    return this.#actions;
+  }
+
+  /** @internal Empties the queue `queuedActions` returned (its actions all carried out). */
+  clearActions(): void {
+    this.#actions.length = 0;
+  }
+
   /** Returns and clears the queued actions. */
   takeActions(): EngineAction[] {
     const a = this.#actions;
     if (a.length === 0) return NO_ACTIONS;
-    this.#actions = [];
-    return a;
+    const taken = a.slice(); // the queue itself stays (see queuedActions)
+    a.length = 0;
+    return taken;
   }
 
   /** The earliest time `tick` has work to do, or `Infinity`. */

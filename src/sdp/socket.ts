@@ -91,6 +91,8 @@ interface PendingSend {
   arenaOffset: number | undefined;
 }
 
+const noop = (): void => {};
+
 function now(): number {
   return performance.now();
 }
@@ -155,6 +157,16 @@ export class SdpSocket implements MessageSocket {
   #maxMessageSize: number;
   #arena: RingAllocator | undefined;
   readonly #pending = new Map<number, PendingSend>();
+  /** Settled records, for reuse (no record per send on the data path). */
+  readonly #freePending: PendingSend[] = [];
+  /** What the executor below took from the promise it ran for (no closure per send). */
+  #newResolve: (() => void) | undefined;
+  #newReject: ((e: Error) => void) | undefined;
+  readonly #executor = (resolve: () => void, reject: (e: Error) => void): void => {
+    this.#newResolve = resolve;
+    this.#newReject = reject;
+  };
+  readonly #addReader = (r: (r: IteratorResult<ReceivedMessage>) => void): void => void this.#readers.push(r);
   #waiting: Waiter[] = [];
   #nextId = 0;
   #inbox: Message[] = [];
@@ -329,7 +341,7 @@ export class SdpSocket implements MessageSocket {
       );
     }
     const id = ++this.#nextId;
-    const p = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, arenaOffset: undefined }));
+    const p = this.#newPending(id, undefined);
     if (this.#waiting.length > 0 || !this.#admit(id, bytes, true)) {
       this.#waiting.push({ kind: "send", id, bytes: bytes.slice() });
     }
@@ -383,7 +395,7 @@ export class SdpSocket implements MessageSocket {
           return Promise.reject(new Error("send failed: the socket is closed"));
         }
         const id = ++this.#nextId;
-        const p = new Promise<void>((resolve, reject) => this.#pending.set(id, { resolve, reject, arenaOffset: offset }));
+        const p = this.#newPending(id, offset);
         const view = bytes.subarray(0, length);
         if (offset === undefined) {
           if (this.#waiting.length > 0) this.#waiting.push({ kind: "send", id, bytes: view });
@@ -398,6 +410,28 @@ export class SdpSocket implements MessageSocket {
         if (offset !== undefined) this.#freeArena(offset);
       },
     };
+  }
+
+  /** The promise of send `id`, its resolvers kept in a (reused) record under `id`. */
+  #newPending(id: number, arenaOffset: number | undefined): Promise<void> {
+    const p = new Promise<void>(this.#executor);
+    const resolve = this.#newResolve!, reject = this.#newReject!;
+    this.#newResolve = this.#newReject = undefined;
+    let rec = this.#freePending.pop();
+    if (rec) {
+      rec.resolve = resolve;
+      rec.reject = reject;
+      rec.arenaOffset = arenaOffset;
+    } else rec = { resolve, reject, arenaOffset };
+    this.#pending.set(id, rec);
+    return p;
+  }
+
+  /** Gives a settled send's record back for reuse (the caller took what it needs). */
+  #recycle(p: PendingSend): void {
+    p.resolve = p.reject = noop;
+    p.arenaOffset = undefined;
+    if (this.#freePending.length < 64) this.#freePending.push(p);
   }
 
   #freeArena(offset: number): void {
@@ -449,14 +483,21 @@ export class SdpSocket implements MessageSocket {
   #drain(): void {
     if (this.#draining) return;
     this.#draining = true;
+    let done = false;
     try {
-      for (;;) {
-        const actions = this.#engine.takeActions();
-        if (actions.length === 0) break;
-        for (const a of actions) this.#carryOut(a);
+      // The engine's queue is carried out in place, actions queued meanwhile included, then
+      // emptied: no array per batch.
+      const engine = this.#engine;
+      const actions = engine.queuedActions;
+      while (actions.length > 0) {
+        for (let i = 0; i < actions.length; i++) this.#carryOut(actions[i]);
+        engine.clearActions();
         this.#admitWaiting();
       }
+      done = true;
     } finally {
+      // An action that threw: the rest of its batch is dropped, never carried out twice.
+      if (!done) this.#engine.clearActions();
       this.#draining = false;
     }
     if (this.#engine.ackOwed && !this.#ackQueued && !this.#ackBlocked) {
@@ -515,9 +556,11 @@ export class SdpSocket implements MessageSocket {
         const p = this.#pending.get(a.id);
         if (!p) return;
         this.#pending.delete(a.id);
-        if (p.arenaOffset !== undefined && this.#life <= LIFE.Closing) this.#arena!.free(p.arenaOffset);
-        if (a.type === "resolve") p.resolve();
-        else p.reject(a.error);
+        const { resolve, reject, arenaOffset } = p;
+        this.#recycle(p);
+        if (arenaOffset !== undefined && this.#life <= LIFE.Closing) this.#arena!.free(arenaOffset);
+        if (a.type === "resolve") resolve();
+        else reject(a.error);
         return;
       }
       case "open":
@@ -533,8 +576,11 @@ export class SdpSocket implements MessageSocket {
           if (w.kind === "reserve") w.reject(err);
           else {
             const p = this.#pending.get(w.id);
+            if (!p) continue;
             this.#pending.delete(w.id);
-            p?.reject(err);
+            const reject = p.reject;
+            this.#recycle(p);
+            reject(err);
           }
         }
         this.#link.close(a.error); // a link may emit its closed event in here: that settles the socket
@@ -583,7 +629,7 @@ export class SdpSocket implements MessageSocket {
         const m = this.#inbox.shift();
         if (m) return Promise.resolve({ value: m.taken(), done: false });
         if (this.#life === LIFE.Ended) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((r) => this.#readers.push(r));
+        return new Promise(this.#addReader);
       },
       return: () => Promise.resolve({ value: undefined, done: true }),
     };
