@@ -293,6 +293,10 @@ export class Engine {
   readonly #repostActions: EngineAction[] = [];
   /** Per receive buffer, the last payload view delivered from it: reused for the same range (a view costs ~0.1 µs). */
   readonly #payloadViews: (Uint8Array | undefined)[] = [];
+  /** Per send slot, its DATA post record (action, frame and body in one), reused for the slot's next DATA frame. */
+  readonly #dataPosts: (DataPostRecord | undefined)[] = [];
+  /** Per receive buffer, its deliver action for a message in the buffer itself, reused. */
+  readonly #bufferDelivers: ({ type: "deliver"; bytes: Uint8Array; release: ReleaseHandle; owned: boolean } | undefined)[] = [];
   /** Settled messages, for reuse (no object per send on the data path). */
   readonly #freeMessages: OutMessage[] = [];
   readonly #clock: () => number;
@@ -572,6 +576,8 @@ export class Engine {
     if (this.#state === "closed") return;
     const mseq = this.#slotMseq[slot];
     this.#freeSlots.push(slot);
+    const rec = this.#dataPosts[slot];
+    if (rec) rec.payload = NO_BYTES; // nothing of the caller's is kept
     if (this.options.sendCompletionMeansDelivered && mseq > this.#delivered) this.#delivered = mseq;
     if (mseq === this.#disconnMseq && this.#peerClosed) return this.#finish(undefined);
     this.#resolveReady();
@@ -901,7 +907,15 @@ export class Engine {
       p = view.subarray(start);
       if (index < this.options.recvBufferCount) this.#payloadViews[index] = p;
     }
-    this.#deliver(p, this.#bufferHandles[index] ?? { kind: "buffer", index });
+    if (index >= this.options.recvBufferCount) return this.#deliver(p, { kind: "buffer", index });
+    // The buffer's deliver action is reused: the previous one was carried out before the
+    // buffer could be released, reposted and filled again.
+    let d = this.#bufferDelivers[index];
+    if (d) d.bytes = p;
+    else d = this.#bufferDelivers[index] = { type: "deliver", bytes: p, release: this.#bufferHandles[index], owned: false };
+    this.stats.messagesReceived++;
+    this.stats.bytesReceived += n;
+    this.#actions.push(d);
   }
 
   /** Takes mseq_ack and bufs from a valid frame. */
@@ -1002,21 +1016,33 @@ export class Engine {
     const bufs = this.#posted <= this.#announced ? this.#posted : this.#announced;
     this.#lastSentBufs = bufs;
     this.#ackOwed = false;
-    const a: DataPostRecord = {
-      type: "post",
-      slot,
-      frame: undefined!,
-      bufs,
-      mseq,
-      mseqAck: this.#rxNext - 1,
-      body: undefined!,
-      mid: MID.Data,
-      more,
-      total,
-      payload,
-    };
-    a.frame = a;
-    a.body = a;
+    // The slot's record is reused: the socket encodes it before the slot can be posted again.
+    let a = this.#dataPosts[slot];
+    if (a) {
+      a.bufs = bufs;
+      a.mseq = mseq;
+      a.mseqAck = this.#rxNext - 1;
+      a.more = more;
+      a.total = total;
+      a.payload = payload;
+    } else {
+      a = {
+        type: "post",
+        slot,
+        frame: undefined!,
+        bufs,
+        mseq,
+        mseqAck: this.#rxNext - 1,
+        body: undefined!,
+        mid: MID.Data,
+        more,
+        total,
+        payload,
+      };
+      a.frame = a;
+      a.body = a;
+      this.#dataPosts[slot] = a;
+    }
     this.#actions.push(a);
     return mseq;
   }
