@@ -454,7 +454,9 @@ export class Engine {
 
   /** @internal Empties the queue `queuedActions` returned (its actions all carried out). */
   clearActions(): void {
-    this.#actions.length = 0;
+    // pop() keeps the array's store (length = 0 gives it up under V8, the next push allocates again).
+    const a = this.#actions;
+    while (a.length > 0) a.pop();
   }
 
   /** Returns and clears the queued actions. */
@@ -462,7 +464,7 @@ export class Engine {
     const a = this.#actions;
     if (a.length === 0) return NO_ACTIONS;
     const taken = a.slice(); // the queue itself stays (see queuedActions)
-    a.length = 0;
+    this.clearActions();
     return taken;
   }
 
