@@ -306,3 +306,26 @@ export function linkCapabilities(
 export function carve(buffer: Uint8Array, count: number, size: number): Uint8Array[] {
   return Array.from({ length: count }, (_, i) => buffer.subarray(i * size, (i + 1) * size));
 }
+
+/**
+ * The buffers a link adds when it grows to its full sizes (`grow()` after
+ * trust): the receive ring and the send slots are extended in place to
+ * `full`'s counts, each new buffer `frameSize` bytes, and the new receive
+ * buffers' indices are appended to `posted`. Returns the bytes added.
+ */
+export function growBuffers(
+  recv: Uint8Array[],
+  slots: Uint8Array[],
+  posted: number[],
+  full: { recvBufferCount: number; sendSlots: number },
+  frameSize: number,
+): number {
+  const moreRecv = full.recvBufferCount - recv.length;
+  const moreSlots = full.sendSlots - slots.length;
+  if (moreRecv < 0 || moreSlots < 0) {
+    throw new RangeError(`growBuffers: the full sizes (${full.recvBufferCount} buffers, ${full.sendSlots} slots) are below the current ones (${recv.length}, ${slots.length})`);
+  }
+  for (const b of carve(new Uint8Array(frameSize * moreRecv), moreRecv, frameSize)) posted.push(recv.push(b) - 1);
+  for (const s of carve(new Uint8Array(frameSize * moreSlots), moreSlots, frameSize)) slots.push(s);
+  return frameSize * (moreRecv + moreSlots);
+}

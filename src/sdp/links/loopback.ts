@@ -32,6 +32,7 @@ import { setImmediate } from "node:timers";
 import { AcceptQueue } from "../../accept_queue.ts";
 import {
   carve,
+  growBuffers,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
@@ -363,11 +364,7 @@ export class LoopbackLink implements Link {
     const full = this.#full;
     if (!full || this.#closed) return this.capabilities;
     const frameSize = this.capabilities.recvBufferSize;
-    const moreRecv = full.recvBufferCount - this.#recv.length;
-    const moreSlots = full.sendSlots - this.#slots.length;
-    for (const b of carve(new Uint8Array(frameSize * moreRecv), moreRecv, frameSize)) this.#posted.push(this.#recv.push(b) - 1);
-    this.#slots.push(...carve(new Uint8Array(frameSize * moreSlots), moreSlots, frameSize));
-    this.#memoryBytes += frameSize * (moreRecv + moreSlots);
+    this.#memoryBytes += growBuffers(this.#recv, this.#slots, this.#posted, full, frameSize);
     this.#arenas(full.maxMessageSize);
     this.#full = undefined;
     this.capabilities = linkCapabilities({ ...full, recvBufferSize: frameSize }, true, true);
