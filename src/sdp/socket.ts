@@ -86,9 +86,66 @@ type Waiter =
   | { kind: "reserve"; length: number; resolve: (r: Reservation) => void; reject: (e: Error) => void };
 
 interface PendingSend {
+  id: number;
   resolve: () => void;
   reject: (e: Error) => void;
   arenaOffset: number | undefined;
+}
+
+/**
+ * Pending sends by id: a table indexed by the id's low bits (ids are
+ * consecutive, so the live ones rarely collide; a collision doubles the
+ * table), instead of a Map entry per send.
+ */
+class PendingTable {
+  #recs: (PendingSend | undefined)[] = new Array(16).fill(undefined);
+  #mask = 15;
+
+  get(id: number): PendingSend | undefined {
+    const r = this.#recs[(id >>> 0) & this.#mask];
+    return r !== undefined && r.id === id ? r : undefined;
+  }
+
+  /** Adds `rec` under `rec.id` (not present yet). */
+  add(rec: PendingSend): void {
+    for (;;) {
+      const i = (rec.id >>> 0) & this.#mask;
+      if (this.#recs[i] === undefined) {
+        this.#recs[i] = rec;
+        return;
+      }
+      this.#grow();
+    }
+  }
+
+  delete(id: number): void {
+    const i = (id >>> 0) & this.#mask;
+    if (this.#recs[i]?.id === id) this.#recs[i] = undefined;
+  }
+
+  /** Doubles the table until every live record has a place of its own. */
+  #grow(): void {
+    const old = this.#recs;
+    for (let size = old.length * 2;; size *= 2) {
+      const recs: (PendingSend | undefined)[] = new Array(size).fill(undefined);
+      const mask = size - 1;
+      let ok = true;
+      for (const r of old) {
+        if (r === undefined) continue;
+        const i = (r.id >>> 0) & mask;
+        if (recs[i] !== undefined) {
+          ok = false;
+          break;
+        }
+        recs[i] = r;
+      }
+      if (ok) {
+        this.#recs = recs;
+        this.#mask = mask;
+        return;
+      }
+    }
+  }
 }
 
 const noop = (): void => {};
@@ -156,7 +213,7 @@ export class SdpSocket implements MessageSocket {
   readonly #zcopyThreshold: number;
   #maxMessageSize: number;
   #arena: RingAllocator | undefined;
-  readonly #pending = new Map<number, PendingSend>();
+  readonly #pending = new PendingTable();
   /** Settled records, for reuse (no record per send on the data path). */
   readonly #freePending: PendingSend[] = [];
   /** What the executor below took from the promise it ran for (no closure per send). */
@@ -419,16 +476,18 @@ export class SdpSocket implements MessageSocket {
     this.#newResolve = this.#newReject = undefined;
     let rec = this.#freePending.pop();
     if (rec) {
+      rec.id = id;
       rec.resolve = resolve;
       rec.reject = reject;
       rec.arenaOffset = arenaOffset;
-    } else rec = { resolve, reject, arenaOffset };
-    this.#pending.set(id, rec);
+    } else rec = { id, resolve, reject, arenaOffset };
+    this.#pending.add(rec);
     return p;
   }
 
   /** Gives a settled send's record back for reuse (the caller took what it needs). */
   #recycle(p: PendingSend): void {
+    p.id = -1;
     p.resolve = p.reject = noop;
     p.arenaOffset = undefined;
     if (this.#freePending.length < 64) this.#freePending.push(p);
