@@ -297,6 +297,8 @@ export class Engine {
   readonly #dataPosts: (DataPostRecord | undefined)[] = [];
   /** Per receive buffer, its deliver action for a message in the buffer itself, reused. */
   readonly #bufferDelivers: ({ type: "deliver"; bytes: Uint8Array; release: ReleaseHandle; owned: boolean } | undefined)[] = [];
+  /** Resolve actions carried out through `queuedActions`/`clearActions`, for reuse. */
+  readonly #resolvePool: { type: "resolve"; id: number }[] = [];
   /** Settled messages, for reuse (no object per send on the data path). */
   readonly #freeMessages: OutMessage[] = [];
   readonly #clock: () => number;
@@ -454,17 +456,21 @@ export class Engine {
 
   /** @internal Empties the queue `queuedActions` returned (its actions all carried out). */
   clearActions(): void {
-    // pop() keeps the array's store (length = 0 gives it up under V8, the next push allocates again).
-    const a = this.#actions;
-    while (a.length > 0) a.pop();
+    // pop() keeps the array's store (length = 0 gives it up under V8, the next push allocates
+    // again). The resolve records, carried out, are reused for the next returns.
+    const a = this.#actions, pool = this.#resolvePool;
+    while (a.length > 0) {
+      const x = a.pop()!;
+      if (x.type === "resolve" && pool.length < 64) pool.push(x);
+    }
   }
 
   /** Returns and clears the queued actions. */
   takeActions(): EngineAction[] {
     const a = this.#actions;
     if (a.length === 0) return NO_ACTIONS;
-    const taken = a.slice(); // the queue itself stays (see queuedActions)
-    this.clearActions();
+    const taken = a.slice(); // the queue itself stays (see queuedActions); its records escape (none reused)
+    while (a.length > 0) a.pop();
     return taken;
   }
 
@@ -1146,7 +1152,11 @@ export class Engine {
       this.stats.bytesSent += m.bytes.length;
       if (m.mode === "zcopy") this.stats.zcopySends++;
       else this.stats.bcopySends++;
-      this.#actions.push({ type: "resolve", id: m.id });
+      const r = this.#resolvePool.pop();
+      if (r) {
+        r.id = m.id;
+        this.#actions.push(r);
+      } else this.#actions.push({ type: "resolve", id: m.id });
       m.state = OUT.Free;
       m.bytes = NO_BYTES; // nothing of the caller's is kept
       if (this.#freeMessages.length < 64) this.#freeMessages.push(m);
