@@ -5,7 +5,7 @@
  * ratios (issue 10).
  *
  *   bun bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>] [--current=<git ref>]
- *   deno run -A bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>] [--current=<git ref>]
+ *   deno run -A bench/datapath.ts [--quick] [--tag=before] [--baseline=<git ref>] [--current=<git ref>] [--emit]
  *
  * Paths (every one a 64 B ping-pong, one message in flight):
  *
@@ -36,16 +36,18 @@
  * windows, minus the same empty loop. Both count JS heap bytes of this
  * process only (for tcp: the client side). Nothing here asserts on speed.
  *
- * Writes `bench/results/datapath-<runtime>[-<tag>].json`.
+ * Writes `bench/results/datapath-<runtime>[-<tag>].json`; with `--emit` (how
+ * bench/run.ts runs it, as its part `datapath`) the result goes to stdout as a
+ * `BENCH_JSON` line instead and the runner writes the file with its provenance.
  *
  * @module
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
-import { firstJsonLine, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
+import { emit, exportCommit, firstJsonLine, GIT_ROOT, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
 
 const SIZE = 64;
 const argv = process.argv.slice(2);
@@ -67,18 +69,6 @@ async function loadLib(label: string, root: string): Promise<Lib> {
   const mod = await import(join(root, "src/sdp/mod.ts"));
   // loopbackPair is exported by src/sdp/mod.ts in every version compared.
   return { label, root, mod, loopback: mod };
-}
-
-/** Extracts the library at `ref` into a temporary directory; returns that directory. */
-function extract(ref: string): { dir: string; sha: string } {
-  const sha = execFileSync("git", ["rev-parse", ref], { cwd: ROOT }).toString().trim();
-  const dir = join(process.env.TMPDIR ?? "/tmp", `datapath-baseline-${sha.slice(0, 12)}`);
-  if (!existsSync(join(dir, "src/sdp/mod.ts"))) {
-    mkdirSync(dir, { recursive: true });
-    const tar = execFileSync("git", ["archive", sha, "src", "mod.ts"], { cwd: ROOT, maxBuffer: 1 << 28 });
-    execFileSync("tar", ["-x", "-C", dir], { input: tar });
-  }
-  return { dir, sha };
 }
 
 // ------------------------------------------------------------------ the peer (child process)
@@ -452,7 +442,7 @@ function versions(): Record<string, string> {
 
 function git(args: string[]): string {
   try {
-    return execFileSync("git", args, { cwd: ROOT }).toString().trim();
+    return execFileSync("git", args, { cwd: GIT_ROOT, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
   } catch {
     return "";
   }
@@ -469,7 +459,7 @@ async function main(): Promise<void> {
   const peerArgs = ["--peer"];
   let currentRoot = ROOT;
   if (currentRef) {
-    const { dir, sha } = extract(currentRef);
+    const { dir, sha } = exportCommit(currentRef);
     currentSha = sha;
     currentRoot = dir;
     peerArgs.push(`--current-dir=${dir}`);
@@ -477,7 +467,7 @@ async function main(): Promise<void> {
   const libs: Lib[] = [await loadLib("current", currentRoot)];
   let baselineSha: string | undefined;
   if (baselineRef) {
-    const { dir, sha } = extract(baselineRef);
+    const { dir, sha } = exportCommit(baselineRef);
     baselineSha = sha;
     libs.push(await loadLib("baseline", dir));
     peerArgs.push(`--baseline-dir=${dir}`);
@@ -558,6 +548,10 @@ async function main(): Promise<void> {
       ratios,
       framesPer64KiBMessage: frames,
     };
+    if (argv.includes("--emit")) {
+      emit(result);
+      return;
+    }
     const dir = join(ROOT, "bench", "results");
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `datapath-${runtime}${tag ? `-${tag}` : ""}.json`);

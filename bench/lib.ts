@@ -11,9 +11,11 @@
  *
  * @module
  */
-import type { ChildProcess } from "node:child_process";
+import { type ChildProcess, execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Bench } from "tinybench";
-import { currentRuntime, type Runtime, spawnRuntime as spawnChild } from "../scripts/lib/child.ts";
+import { currentRuntime, ROOT, type Runtime, spawnRuntime as spawnChild } from "../scripts/lib/child.ts";
 
 export { collectOutput, firstJsonLine, freePort, killChild, ROOT, type Runtime, runtimeArgv, stopChild } from "../scripts/lib/child.ts";
 
@@ -189,4 +191,34 @@ export function sleep(ms: number): Promise<void> {
 /** Is this module the entry point? (`import.meta.main` on both runtimes.) */
 export function isMain(meta: ImportMeta): boolean {
   return (meta as ImportMeta & { main?: boolean }).main === true;
+}
+
+/**
+ * The git checkout the benchmarks belong to: the one the user ran from (a
+ * measuring run executes from a clean export under .cache/bench-snapshot/, which
+ * has no .git of its own; bench/run.ts passes the checkout as BENCH_OUT_ROOT).
+ */
+export const GIT_ROOT: string = process.env.BENCH_OUT_ROOT ?? ROOT;
+
+/**
+ * `src/` and `mod.ts` of commit `ref` (`git archive`), extracted once per commit
+ * into `$TMPDIR/bench-lib-<sha>`: the library of another version, to load side by
+ * side with the current one. Throws naming the ref when it is not a commit of
+ * this checkout (a shallow clone lacks old commits: `git fetch --unshallow`).
+ */
+export function exportCommit(ref: string): { dir: string; sha: string } {
+  let sha: string;
+  try {
+    sha = execFileSync("git", ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`], { cwd: GIT_ROOT, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    throw new Error(`bench: '${ref}' is not a commit of the git checkout ${GIT_ROOT} (needed as a baseline; a shallow clone lacks it: git fetch --unshallow)`);
+  }
+  const dir = join(process.env.TMPDIR ?? "/tmp", `bench-lib-${sha.slice(0, 12)}`);
+  if (!existsSync(join(dir, ".complete"))) {
+    mkdirSync(dir, { recursive: true });
+    const tar = execFileSync("git", ["archive", sha, "src", "mod.ts"], { cwd: GIT_ROOT, maxBuffer: 1 << 28 });
+    execFileSync("tar", ["-x", "-C", dir], { input: tar });
+    writeFileSync(join(dir, ".complete"), `${sha}\n`);
+  }
+  return { dir, sha };
 }

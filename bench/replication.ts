@@ -49,17 +49,19 @@
  *                            [--compare=before=fda7d6b,after=<ref>] [--quick]
  *   deno run -A bench/replication.ts [same]
  *
- * Writes `bench/results/replication-<runtime>.json` (`--out=<path>` to change)
- * and prints a table. Nothing here asserts on speed.
+ * Writes `bench/results/replication-<runtime>.json` (`--out=<path>` to change;
+ * `--emit`, how bench/run.ts runs it as its part `replication`: a `BENCH_JSON`
+ * line on stdout instead, the runner writing the file with its provenance)
+ * and prints a table on stderr. Nothing here asserts on speed.
  *
  * @module
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import { join } from "node:path";
-import { firstJsonLine, freePort, fullGc, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
+import { emit, exportCommit, firstJsonLine, freePort, fullGc, GIT_ROOT, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
 
 const argv = process.argv.slice(2);
 const arg = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -82,23 +84,6 @@ interface LibSpec {
   root: string;
   /** Ports of the two-server cluster: `a` in this process (primary), `b` in the peer (secondary). */
   ports: { a: number; b: number };
-}
-
-/**
- * `src/` and `mod.ts` of commit `ref` in a temporary directory (made once per
- * commit). bench/datapath.ts extracts its baseline the same way but does not
- * export its helper, and bench/lib.ts has another owner now: this is the
- * replication bench's own copy of the step until the two are merged there.
- */
-function exportCommit(ref: string): { dir: string; sha: string } {
-  const sha = execFileSync("git", ["rev-parse", "--verify", `${ref}^{commit}`], { cwd: ROOT }).toString().trim();
-  const dir = join(process.env.TMPDIR ?? "/tmp", `replication-${sha.slice(0, 12)}`);
-  if (!existsSync(join(dir, "src/cluster/start.ts"))) {
-    mkdirSync(dir, { recursive: true });
-    const tar = execFileSync("git", ["archive", sha, "src", "mod.ts"], { cwd: ROOT, maxBuffer: 1 << 28 });
-    execFileSync("tar", ["-x", "-C", dir], { input: tar });
-  }
-  return { dir, sha };
 }
 
 // deno-lint-ignore no-explicit-any
@@ -349,8 +334,9 @@ async function main(): Promise<void> {
   const allocIterations = num("alloc", quick ? 1500 : 3000);
   const baselineRef = argv.includes("--no-baseline") ? undefined : arg("baseline") ?? "fda7d6b";
   const currentRef = arg("current");
-  const head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: ROOT }).toString().trim();
-  const dirty = execFileSync("git", ["status", "--porcelain", "--", "src", "bench/replication.ts"], { cwd: ROOT }).toString().trim();
+  const head = process.env.BENCH_COMMIT ?? execFileSync("git", ["rev-parse", "HEAD"], { cwd: GIT_ROOT }).toString().trim();
+  // From the runner's clean export (BENCH_COMMIT) the code that runs is exactly the commit.
+  const dirty = process.env.BENCH_COMMIT !== undefined ? "" : execFileSync("git", ["status", "--porcelain", "--", "src", "bench/replication.ts"], { cwd: ROOT }).toString().trim();
 
   const specs: LibSpec[] = [];
   const commits: Record<string, string | undefined> = {};
@@ -437,40 +423,37 @@ async function main(): Promise<void> {
     const targets = Object.fromEntries(libs.map((l) => [l.label, judge(results[l.label])]));
     printTable(libs.map((l) => l.label), results, targets, { n, rounds, size, load0, load1 });
 
-    const out = arg("out") ?? join(ROOT, "bench/results", `replication-${runtime}.json`);
-    mkdirSync(join(out, ".."), { recursive: true });
-    writeFileSync(
-      out,
-      JSON.stringify(
-        {
-          bench: "replication",
-          date: new Date().toISOString(),
-          runtime: runtimeVersion(),
-          head,
-          srcDirty: dirty !== "",
-          libraries: Object.fromEntries(specs.map((s) => [s.label, { commit: commits[s.label] ?? `working tree on ${head} (uncommitted changes)`, ref: refs[s.label] ?? "working tree" }])),
-          settings: {
-            n,
-            rounds,
-            plainFrameBytes: size,
-            allocIterations,
-            transport: "tcp, 127.0.0.1, primary here and secondary in a peer process under the same runtime",
-            handler: "withSessions, one session.set of a 10-attribute session (objects of ~70 B JSON) per request, Request reused, no HTTP server",
-            cluster: clusterTiming,
-            allocation: runtime === "bun"
-              ? "bun:jsc heapStats() heapCapacity + extraMemorySize rise over windows of 500 after a full GC, median, minus an empty loop"
-              : "Deno.memoryUsage() heapUsed + external, sum of rises per update, minus an empty loop",
-            cpu: "process.cpuUsage() user + system of the primary's process (all its threads) over a batch",
-          },
-          machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: load1 },
-          results,
-          targets,
-        },
-        null,
-        2,
-      ) + "\n",
-    );
-    progress(`wrote ${out}`);
+    const result = {
+      bench: "replication",
+      date: new Date().toISOString(),
+      runtime: runtimeVersion(),
+      head,
+      srcDirty: dirty !== "",
+      libraries: Object.fromEntries(specs.map((s) => [s.label, { commit: commits[s.label] ?? `working tree on ${head} (uncommitted changes)`, ref: refs[s.label] ?? "working tree" }])),
+      settings: {
+        n,
+        rounds,
+        plainFrameBytes: size,
+        allocIterations,
+        transport: "tcp, 127.0.0.1, primary here and secondary in a peer process under the same runtime",
+        handler: "withSessions, one session.set of a 10-attribute session (objects of ~70 B JSON) per request, Request reused, no HTTP server",
+        cluster: clusterTiming,
+        allocation: runtime === "bun"
+          ? "bun:jsc heapStats() heapCapacity + extraMemorySize rise over windows of 500 after a full GC, median, minus an empty loop"
+          : "Deno.memoryUsage() heapUsed + external, sum of rises per update, minus an empty loop",
+        cpu: "process.cpuUsage() user + system of the primary's process (all its threads) over a batch",
+      },
+      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, loadavgBefore: load0, loadavgAfter: load1 },
+      results,
+      targets,
+    };
+    if (argv.includes("--emit")) emit(result);
+    else {
+      const out = arg("out") ?? join(ROOT, "bench/results", `replication-${runtime}.json`);
+      mkdirSync(join(out, ".."), { recursive: true });
+      writeFileSync(out, JSON.stringify(result, null, 2) + "\n");
+      progress(`wrote ${out}`);
+    }
     plain.close();
     for (const l of libs) for (const c of l.clusters) await c.close().catch(() => {});
   } finally {
@@ -536,7 +519,7 @@ function printTable(
     const f = (name: string, x: { value: number; target: number; met: boolean }) => `${name} ${x.value} vs ${x.target} ${x.met ? "met" : "MISSED"}`;
     lines.push(`targets ${l}: ${f("transport wall", t.transportWall)}; ${f("transport cpu", t.transportCpu)}; ${f("none wall", t.noneWall)}; ${f("none cpu", t.noneCpu)}; ${f("alloc", t.allocTransport)}`);
   }
-  console.log(lines.join("\n"));
+  process.stderr.write(lines.join("\n") + "\n");
 }
 
 if (isMain(import.meta)) {

@@ -1,6 +1,6 @@
 /**
  * Turns the saved results (bench/results/host.json, guest.json, redis.json,
- * uml.json) into the stdout tables, the Markdown figures of bench/README.md and
+ * uml.json, datapath-<runtime>.json, replication-<runtime>.json) into the stdout tables, the Markdown figures of bench/README.md and
  * the SVG chart. Every comparison is a ratio of two figures measured in the same
  * run, except the QEMU-vs-UML tables, which put two runs side by side (each
  * labelled with its environment; the system-call table's two sides come from
@@ -343,8 +343,108 @@ export function summary(guest: Json, redis: Json): string {
   return out.join("\n");
 }
 
+
+/** The before/after files of bench/run.ts's parts `datapath` and `replication`, per runtime. */
+export interface BeforeAfter {
+  datapath?: { bun?: Json; deno?: Json };
+  replication?: { bun?: Json; deno?: Json };
+}
+
+const RT_NAME: Record<string, string> = { bun: "Bun", deno: "Deno" };
+const versionOf = (r: Json, rt: string) => r?.versions?.[rt] ?? r?.meta?.versions?.[rt] ?? "?";
+const short = (sha: unknown) => String(sha ?? "?").slice(0, 7);
+
+/** 64 B round trips and allocation of the data path, before (the baseline commit) and after, per runtime. */
+function datapathSections(dp: BeforeAfter["datapath"]): Section[] {
+  const rts = ["bun", "deno"].filter((rt) => dp?.[rt as "bun"]?.rows);
+  if (!rts.length) return [];
+  const rows: Cell[][] = [];
+  const targets: Cell[][] = [];
+  let base = "?", cur = "?";
+  for (const rt of rts) {
+    const r = dp![rt as "bun"];
+    base = short(r.baseline?.commit);
+    cur = short(r.meta?.commit ?? r.commit);
+    const row = (name: string) => r.rows.find((x: Json) => x.path === name);
+    for (const [what, path] of [["tcp, ours", "tcp ours"], ["loopback, ours", "loopback ours"]]) {
+      const b = row(`${path} (baseline)`), a = row(`${path} (current)`);
+      rows.push([`${RT_NAME[rt]} ${versionOf(r, rt)}: ${what}`, b?.p50Us, a?.p50Us, ratio(a?.p50Us, b?.p50Us), b?.meanUs, a?.meanUs, b?.allocBytesPerRoundTrip, a?.allocBytesPerRoundTrip, ratio(a?.allocBytesPerRoundTrip, b?.allocBytesPerRoundTrip), `${b?.n ?? "–"} / ${a?.n ?? "–"}`]);
+    }
+    for (const name of ["tcp node:net ping-pong", "tcp native ping-pong", "floor: 2 promise queues + setImmediate/hop"]) {
+      const x = row(name);
+      rows.push([`${RT_NAME[rt]}: ${name} (reference, measured once)`, undefined, x?.p50Us, undefined, undefined, x?.meanUs, undefined, x?.allocBytesPerRoundTrip, undefined, x?.n]);
+    }
+    const fr = r.framesPer64KiBMessage;
+    if (fr) rows.push([`${RT_NAME[rt]}: frames per 64 KiB loopback message`, fr.baseline, fr.current, ratio(fr.current, fr.baseline), undefined, undefined, undefined, undefined, undefined, "1 / 1"]);
+    const t = (name: string, key: string, limit: number) => {
+      const b = r.ratios?.baseline?.[key], a = r.ratios?.current?.[key];
+      targets.push([`${name} (${RT_NAME[rt]})`, Number.isFinite(b) ? `${b}×` : undefined, Number.isFinite(a) ? `${a}×` : undefined, `≤ ${limit}×`, pass(Number.isFinite(a) ? a <= limit : undefined)]);
+    };
+    t("tcp 64 B round trip p50 ≤ 1.2× node:net ping-pong", "tcp p50 / node:net p50", 1.2);
+    t("tcp 64 B round trip p50 ≤ 1.2× native ping-pong", "tcp p50 / native p50", 1.2);
+    t("loopback 64 B round trip p50 ≤ 1.5× setImmediate floor", "loopback p50 / floor p50", 1.5);
+    t("loopback allocation per message ≤ 2× the floor's", "loopback alloc / floor alloc", 2);
+    t("tcp allocation per message ≤ 2× node:net's", "tcp alloc / node:net alloc", 2);
+  }
+  return [{
+    title: `Data path, 64 B round trips: before (${base}, v0.1) and after (${cur}), one run per runtime`,
+    head: ["path", "p50 µs before", "p50 µs after", "after/before", "mean µs before", "mean µs after", "alloc B/rt before", "alloc B/rt after", "alloc after/before", "round trips timed (before / after)"],
+    rows,
+    note: "Before and after are loaded side by side in one process and take turns block by block with the references (node:net and native ping-pong with the same peer process, the in-process setImmediate floor), so the machine's drift hits all alike. Allocation: JS heap bytes of the client process per round trip (bench/datapath.ts says how per runtime).",
+  }, {
+    title: "Targets of issue 10: the data path (ratios to the same run's references)",
+    head: ["target", "before", "after", "limit", "verdict (after)"],
+    rows: targets,
+  }];
+}
+
+const REPL_PATHS: [string, string][] = [["plain", "plain node:net round trip"], ["handler", "handler, no replication"], ["none", "ack none"], ["transport", "ack transport"], ["applied", "ack applied"]];
+
+/** Per-update wall, primary CPU and allocation of replication over tcp, before and after, per runtime. */
+function replicationSections(rep: BeforeAfter["replication"]): Section[] {
+  const rts = ["bun", "deno"].filter((rt) => rep?.[rt as "bun"]?.results);
+  if (!rts.length) return [];
+  const rows: Cell[][] = [];
+  const targets: Cell[][] = [];
+  let base = "?", cur = "?", n = "?", batches = "?";
+  for (const rt of rts) {
+    const r = rep![rt as "bun"];
+    base = short(r.libraries?.before?.commit);
+    cur = short(r.meta?.commit ?? r.libraries?.after?.commit);
+    n = r.settings?.n ?? "?";
+    batches = r.settings?.rounds ?? "?";
+    const b = r.results.before, a = r.results.after;
+    for (const [key, what] of REPL_PATHS) {
+      const x = b?.[key], y = a?.[key];
+      rows.push([`${RT_NAME[rt]}: ${what}`, x?.wallUs?.median, y?.wallUs?.median, ratio(y?.wallUs?.median, x?.wallUs?.median), x?.cpuUs?.median, y?.cpuUs?.median, ratio(y?.cpuUs?.median, x?.cpuUs?.median), x?.allocBytes, y?.allocBytes, ratio(y?.allocBytes, x?.allocBytes)]);
+    }
+    const names: [string, string][] = [
+      ["transportWall", "`transport` wall ≤ plain round trip + 15 µs"],
+      ["transportCpu", "`transport` primary CPU ≤ plain round trip's + 15 µs"],
+      ["noneWall", "`none` wall ≤ handler + 5 µs"],
+      ["noneCpu", "`none` primary CPU ≤ handler's + 5 µs"],
+      ["allocTransport", "allocation per `transport` update ≤ 2× the plain round trip's"],
+    ];
+    for (const [key, what] of names) {
+      const x = r.targets?.before?.[key], y = r.targets?.after?.[key];
+      const f = (v: Json) => (v ? `${v.value} / ${v.target} = ${ratio(v.value, v.target)}` : undefined);
+      targets.push([`${what} (${RT_NAME[rt]} ${versionOf(r, rt)})`, f(x), f(y), pass(y ? y.met : undefined)]);
+    }
+  }
+  return [{
+    title: `Replicated updates over tcp, per update: before (${base}, v0.1) and after (${cur}); µs and bytes, medians of ${batches} batches of ${n}`,
+    head: ["path", "wall before", "wall after", "after/before", "CPU before", "CPU after", "after/before", "alloc B before", "alloc B after", "after/before"],
+    rows,
+    note: "Wall: the batch's requests as the caller sees them; CPU: process.cpuUsage() of the primary's process over the batch (and the final applied update that sends what none left); allocation: JS heap of the primary (bench/replication.ts says how per runtime). The plain round trip is measured in each version's turn: its before and after differ by noise only.",
+  }, {
+    title: "Targets of issue 10: replication (value / target = ratio; met at 1.00× or below)",
+    head: ["target", "before", "after", "verdict (after)"],
+    rows: targets,
+  }];
+}
+
 /** Where each result came from: commit, versions, settings, load. */
-function runsSection(host: Json, guest: Json, redis: Json, uml?: Json): Section | undefined {
+function runsSection(host: Json, guest: Json, redis: Json, uml?: Json, ba?: BeforeAfter): Section | undefined {
   const rows: Cell[][] = [];
   const add = (file: string, where: string, m: Json, settings: string) => {
     if (!m) return;
@@ -357,6 +457,11 @@ function runsSection(host: Json, guest: Json, redis: Json, uml?: Json): Section 
   add("uml.json", `User-Mode Linux (${uml?.meta?.kernel ?? "?"}); perftest not run`, uml?.meta, guestSettings(uml?.meta?.settings));
   if (uml?.qemuSyscall?.meta) add("uml.json qemuSyscall", `QEMU guest, TCG (${uml.qemuSyscall.meta.kernel ?? "?"}): system-call part only`, uml.qemuSyscall.meta, "–");
   add("redis.json", "host", redis?.meta, redis ? `${redis.durationMs} ms per setup, users ${redis.concurrencies?.join(", ")}` : "–");
+  for (const rt of ["bun", "deno"] as const) {
+    const d = ba?.datapath?.[rt], r = ba?.replication?.[rt];
+    if (d?.meta) add(`datapath-${rt}.json`, `host, ${RT_NAME[rt]}`, d.meta, `before ${short(d.meta.baseline)}; 64 B; ${d.meta.samples?.roundTripsPerPathLatency} timed round trips per path, ${d.meta.samples?.roundTripsPerPathAllocation} for allocation; ${d.meta.seconds} s${d.meta.quick ? "; quick" : ""}`);
+    if (r?.meta) add(`replication-${rt}.json`, `host, ${RT_NAME[rt]}`, r.meta, `before ${short(r.meta.baseline)}; ${r.meta.samples?.batchesPerPath} batches of ${r.meta.samples?.updatesPerBatch} updates per path, ${r.meta.samples?.updatesPerPathAllocation} for allocation; ${r.meta.seconds} s${r.meta.quick ? "; quick" : ""}`);
+  }
   if (!rows.length) return undefined;
   return { title: "The runs behind these figures", head: ["file", "environment", "started", "commit", "bun", "deno", "settings", "host load average at start", "raw log"], rows };
 }
@@ -392,11 +497,12 @@ function targetsSection(host: Json, g: Json): Section {
 }
 
 /** Everything `run.ts` prints and writes. */
-export function render(host: Json, guest: Json, redis?: Json, uml?: Json): { text: string; markdown: string; svg: string; readme: string } {
+export function render(host: Json, guest: Json, redis?: Json, uml?: Json, ba: BeforeAfter = {}): { text: string; markdown: string; svg: string; readme: string } {
   const sections: Section[] = [];
   const add = (s: Section | undefined) => s && sections.push(s);
-  add(runsSection(host, guest, redis, uml));
+  add(runsSection(host, guest, redis, uml, ba));
   add(targetsSection(host, guest));
+  sections.push(...datapathSections(ba.datapath), ...replicationSections(ba.replication));
   sections.push(...redisSpeedSections(redis));
   add(redisKillSection(redis));
   add(ffiSection("FFI overhead on the host (no device)", host?.ffi));
@@ -413,7 +519,7 @@ export function render(host: Json, guest: Json, redis?: Json, uml?: Json): { tex
   const sumText = [summary(guest, redis), umlSummary(guest, uml)].filter(Boolean).join("\n");
   const markdown = (sumText ? `#### Summary (computed from the results)\n\n${sumText}\n\n` : "") + sections.map(md).join("\n\n");
   // README.md's Benchmarks section: the runs, the targets, Redis against ours, the kill test.
-  const headline = [runsSection(host, guest, redis, uml), targetsSection(host, guest), ...umlSections(guest, uml), ...redisSpeedSections(redis), redisKillSection(redis)]
+  const headline = [runsSection(host, guest, redis, uml, ba), targetsSection(host, guest), ...datapathSections(ba.datapath), ...replicationSections(ba.replication), ...umlSections(guest, uml), ...redisSpeedSections(redis), redisKillSection(redis)]
     .filter((s): s is Section => s !== undefined).map((s) => ({ ...s, title: s.title.replace(/^#+ /, "") }));
   const sum = sumText;
   const readme = (sum ? `#### Summary (computed from the results)\n\n${sum}\n\n` : "") + headline.map(md).join("\n\n");

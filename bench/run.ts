@@ -1,7 +1,7 @@
 /**
  * The benchmark runner: `npm run bench` (Bun) or `deno run -A bench/run.ts`.
  *
- *   npm run bench                       host parts: ffi, tcp, http, memory, idle
+ *   npm run bench                       host parts: ffi, tcp, http, memory, idle, datapath, replication
  *   npm run bench -- --guest            host parts, then the guest parts inside the
  *                                       Soft-RoCE guest (scripts/guest.sh)
  *   npm run bench -- --guest-only       only the guest parts
@@ -23,7 +23,8 @@
  *
  * Each part runs in child processes under Bun and under Deno (the same script,
  * so the two are compared in one run). Results: a table on stdout,
- * `bench/results/host.json`, `guest.json` (with `guest.log`, the guest's raw
+ * `bench/results/host.json`, `datapath-<runtime>.json` and
+ * `replication-<runtime>.json` (before/after against v0.1 `fda7d6b`), `guest.json` (with `guest.log`, the guest's raw
  * output), `redis.json`, `bench/results/chart.svg`, and the figures block of
  * `bench/README.md`. Every JSON is written by the run that measured it, with
  * its commit, runtime versions and settings.
@@ -34,11 +35,16 @@ import { execFileSync, spawn } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
-import { childResult, progress, ROOT, runChild, type Runtime, runtime } from "./lib.ts";
+import { childResult, exportCommit, progress, ROOT, runChild, type Runtime, runtime } from "./lib.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
 import { render } from "./report.ts";
 
 const RUNTIMES: Runtime[] = ["bun", "deno"];
-const HOST_PARTS = ["ffi", "tcp", "http", "memory", "idle"] as const;
+const HOST_PARTS = ["ffi", "tcp", "http", "memory", "idle", "datapath", "replication"] as const;
+/** The library before issue 10's work (v0.1): the baseline of the datapath and replication parts. */
+const BASELINE = "fda7d6b";
 type HostPart = typeof HOST_PARTS[number];
 
 const args = process.argv.slice(2);
@@ -143,12 +149,37 @@ async function hostParts(): Promise<Record<string, unknown>> {
         results.idle = { bun, deno };
         break;
       }
+      case "datapath":
+      case "replication":
+        await beforeAfter(part);
+        continue; // a file of their own per runtime
       default:
         throw new Error(`unknown part '${part}': choose among ${HOST_PARTS.join(", ")}`);
     }
     save("host.json", results);
   }
   return results;
+}
+
+/**
+ * bench/datapath.ts or bench/replication.ts under each runtime: the library of
+ * BASELINE (extracted by `git archive`) against the code this run measures (the
+ * clean export, or the working tree with --in-place), side by side in one
+ * process; saved as `<part>-<runtime>.json` with this run's meta and the sample counts.
+ */
+async function beforeAfter(part: "datapath" | "replication"): Promise<void> {
+  exportCommit(BASELINE); // fails here, naming the ref, when this checkout lacks it
+  for (const rt of RUNTIMES) {
+    progress(`bench/${part}.ts under ${rt} (before: ${BASELINE}, after: the code of this run)…`);
+    const m = meta();
+    const t0 = performance.now();
+    const r = await runChild<Record<string, Json>>(rt, `bench/${part}.ts`, ["--emit", `--baseline=${BASELINE}`, ...(quick ? ["--quick"] : [])]);
+    const samples = part === "datapath"
+      ? { roundTripsPerPathLatency: r.iterations.latencyPerPath, roundTripsPerPathAllocation: r.iterations.allocationPerPath, warmupPerPath: r.iterations.warmupPerPath }
+      : { updatesPerBatch: r.settings.n, batchesPerPath: r.settings.rounds, updatesPerPathAllocation: r.settings.allocIterations };
+    const settings = part === "datapath" ? { messageSize: r.messageSize, allocation: r.allocationMethod } : r.settings;
+    save(`${part}-${rt}.json`, { meta: { ...m, part, measuredRuntime: rt, baseline: BASELINE, settings, samples, seconds: Math.round((performance.now() - t0) / 1000) }, ...r });
+  }
 }
 
 /**
@@ -262,7 +293,8 @@ async function redisPart(): Promise<void> {
   save("redis.json", { meta: m, ...r });
 }
 
-const report = render(load("host.json"), load("guest.json"), load("redis.json"), load("uml.json"));
+const perRuntimeFile = (part: string) => ({ bun: load(`${part}-bun.json`), deno: load(`${part}-deno.json`) });
+const report = render(load("host.json"), load("guest.json"), load("redis.json"), load("uml.json"), { datapath: perRuntimeFile("datapath"), replication: perRuntimeFile("replication") });
 console.log(report.text);
 writeFileSync(join(RESULTS, "chart.svg"), report.svg);
 progress("wrote bench/results/chart.svg");
