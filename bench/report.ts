@@ -351,7 +351,7 @@ export interface BeforeAfter {
 }
 
 const RT_NAME: Record<string, string> = { bun: "Bun", deno: "Deno" };
-const versionOf = (r: Json, rt: string) => r?.versions?.[rt] ?? r?.meta?.versions?.[rt] ?? "?";
+const versionOf = (r: Json, rt: string) => String(r?.versions?.[rt] ?? r?.meta?.versions?.[rt] ?? "?").replace(/^deno /, "").split(" ")[0];
 const short = (sha: unknown) => String(sha ?? "?").slice(0, 7);
 
 /** 64 B round trips and allocation of the data path, before (the baseline commit) and after, per runtime. */

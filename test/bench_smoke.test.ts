@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { batched } from "../bench/lib.ts";
+import { batched, exportCommit } from "../bench/lib.ts";
 import { runFfi } from "../bench/ffi.ts";
 import { FrameReader } from "../bench/peer.ts";
 import { render } from "../bench/report.ts";
@@ -107,4 +107,35 @@ test("bench redis: a tiny comparison run against a real redis-server (this runti
   // ack transport: no acknowledged update is lost when one of three servers dies.
   assert.ok(killOurs.acknowledged > 0);
   assert.equal(killOurs.acknowledgedLost, 0);
+});
+
+test("bench report renders the data path and replication before/after tables with issue 10's verdicts", () => {
+  const row = (path: string, p50Us: number, allocBytesPerRoundTrip: number) => ({ path, p50Us, meanUs: p50Us, p99Us: p50Us, n: 4800, allocBytesPerRoundTrip });
+  const datapath = {
+    meta: { date: "2026-12-02T00:00:00Z", commit: "0123456789abcdef", versions: { bun: "1", deno: "2" }, baseline: "fda7d6b", samples: { roundTripsPerPathLatency: 4800, roundTripsPerPathAllocation: 8000 }, seconds: 30 },
+    baseline: { commit: "fda7d6b0d0e1" },
+    rows: [row("tcp ours (current)", 30, 400), row("tcp ours (baseline)", 60, 2000), row("tcp node:net ping-pong", 27, 300), row("tcp native ping-pong", 20, 100), row("loopback ours (current)", 12, 500), row("loopback ours (baseline)", 24, 3000), row("floor: 2 promise queues + setImmediate/hop", 10, 200)],
+    ratios: { current: { "tcp p50 / node:net p50": 1.11, "tcp p50 / native p50": 1.5, "loopback p50 / floor p50": 1.2, "loopback alloc / floor alloc": 2.5, "tcp alloc / node:net alloc": 1.33 }, baseline: { "tcp p50 / node:net p50": 2.22 } },
+  };
+  const res = (w: number, c: number, a: number) => ({ wallUs: { median: w }, cpuUs: { median: c }, allocBytes: a });
+  const j = (value: number, target: number) => ({ value, target, met: value <= target });
+  const replication = {
+    meta: { date: "2026-12-02T00:00:00Z", commit: "0123456789abcdef", versions: { bun: "1", deno: "2" }, baseline: "fda7d6b", samples: { batchesPerPath: 7, updatesPerBatch: 2000, updatesPerPathAllocation: 3000 }, seconds: 90 },
+    libraries: { before: { commit: "fda7d6b0d0e1" }, after: { commit: "0123456789abcdef" } },
+    settings: { n: 2000, rounds: 7 },
+    results: { before: { plain: res(27, 14, 345), handler: res(10, 8, 3000), none: res(24, 23, 5000), transport: res(80, 44, 6000), applied: res(139, 72, 8000) }, after: { plain: res(28, 14, 345), handler: res(9, 7, 1800), none: res(12, 11, 3000), transport: res(40, 28, 600), applied: res(100, 60, 7000) } },
+    targets: { after: { transportWall: j(40, 43), transportCpu: j(28, 29), noneWall: j(12, 14), noneCpu: j(11, 12), allocTransport: j(600, 690) } },
+  };
+  const r = render(undefined, undefined, undefined, undefined, { datapath: { bun: datapath }, replication: { deno: replication } });
+  assert.match(r.readme, /\| Bun 1: tcp, ours \| 60 \| 30 \| 0\.50× \|/);
+  assert.match(r.readme, /\| tcp 64 B round trip p50 ≤ 1\.2× node:net ping-pong \(Bun\) \| 2\.22× \| 1\.11× \| ≤ 1\.2× \| met \|/);
+  assert.match(r.readme, /\| tcp 64 B round trip p50 ≤ 1\.2× native ping-pong \(Bun\) \| – \| 1\.5× \| ≤ 1\.2× \| missed \|/);
+  assert.match(r.readme, /\| Deno: ack transport \| 80 \| 40 \| 0\.50× \|/);
+  assert.match(r.readme, /`transport` wall ≤ plain round trip \+ 15 µs \(Deno 2\) \| – \| 40 \/ 43 = 0\.93× \| met \|/);
+  assert.match(r.markdown, /\| datapath-bun\.json \| host, Bun \|/);
+  assert.match(r.markdown, /\| replication-deno\.json \| host, Deno \|/);
+});
+
+test("bench exportCommit names a ref the checkout does not have", () => {
+  assert.throws(() => exportCommit("no-such-ref-for-the-bench"), /'no-such-ref-for-the-bench' is not a commit of the git checkout/);
 });
