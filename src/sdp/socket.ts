@@ -157,6 +157,8 @@ function now(): number {
 class Message implements ReceivedMessage {
   bytes: Uint8Array;
   handle: ReleaseHandle | undefined;
+  /** Index in the socket's held messages, -1 when not held. */
+  heldAt = -1;
   /** The bytes are not in link memory: the handle goes back once the application takes the message. */
   readonly owned: boolean;
   readonly #socket: SdpSocket;
@@ -228,7 +230,8 @@ export class SdpSocket implements MessageSocket {
   #nextId = 0;
   #inbox: Message[] = [];
   /** Delivered messages still holding link memory (read or not): copied out when the link closes. */
-  readonly #held = new Set<Message>();
+  /** (An array with each message's index in it, `heldAt`: no hash table churn per message.) */
+  readonly #held: Message[] = [];
   #readers: Array<(r: IteratorResult<ReceivedMessage>) => void> = [];
   #life: Life = LIFE.Open;
   #finalError: Error | undefined;
@@ -531,9 +534,22 @@ export class SdpSocket implements MessageSocket {
     }
   }
 
+  /** Takes `m` out of the held messages (swap with the last one). */
+  #unhold(m: Message): void {
+    const i = m.heldAt;
+    if (i < 0) return;
+    m.heldAt = -1;
+    const held = this.#held;
+    const last = held.pop()!;
+    if (last !== m) {
+      held[i] = last;
+      last.heldAt = i;
+    }
+  }
+
   /** @internal called by a received message's `release()`. */
   _release(handle: ReleaseHandle, m: Message): void {
-    this.#held.delete(m);
+    this.#unhold(m);
     if (this.#life === LIFE.EngineClosed || this.#life === LIFE.Ended) return;
     this.#engine.release(handle);
     this.#drain();
@@ -604,7 +620,10 @@ export class SdpSocket implements MessageSocket {
         // Delivered even after close(): the peer may already have its return for it (the
         // iterator hands out every message received before it ends; see types.ts).
         const m = new Message(this, a.bytes, a.release, a.owned);
-        if (m.handle) this.#held.add(m);
+        if (m.handle) {
+          m.heldAt = this.#held.length;
+          this.#held.push(m);
+        }
         const reader = this.#readers.shift();
         if (reader) reader({ value: m.taken(), done: false });
         else this.#inbox.push(m);
@@ -658,8 +677,12 @@ export class SdpSocket implements MessageSocket {
   #settleClosed(): void {
     if (this.#life !== LIFE.Ended) {
       this.#life = LIFE.Ended;
-      for (const m of this.#held) m.detach();
-      this.#held.clear();
+      const held = this.#held;
+      while (held.length > 0) {
+        const m = held.pop()!;
+        m.heldAt = -1;
+        m.detach();
+      }
       for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
     }
     if (this.#timer !== undefined) clearTimeout(this.#timer);
