@@ -39,6 +39,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { tlsMaterial } from "./tls.ts";
@@ -62,6 +63,15 @@ import { HEADER_SIZE, ProtocolError } from "../wire.ts";
 const DESTROY_AFTER_MS = 1000;
 /** Several frames of one turn up to this many bytes are copied into a reused staging buffer. */
 const STAGE_SIZE = 4096;
+
+/**
+ * A `Buffer` view of `len` bytes of `b` from `at`: `node:net` turns a plain
+ * `Uint8Array` handed to `write` into a `Buffer` first (a new object per
+ * write under Deno); a cached `Buffer` view goes through as it is.
+ */
+function bufferView(b: Uint8Array, at: number, len: number): Uint8Array {
+  return Buffer.from(b.buffer, b.byteOffset + at, len);
+}
 
 /** A staging buffer and its last exact-length view. */
 interface Stage {
@@ -206,7 +216,7 @@ export class TcpLink implements Link {
     if (n === 1) {
       const slot = this.#batchSlot[0], len = this.#batchLen[0];
       let v = this.#slotViews[slot];
-      if (v === undefined || v.length !== len) v = this.#slotViews[slot] = this.#slots[slot].subarray(0, len);
+      if (v === undefined || v.length !== len) v = this.#slotViews[slot] = bufferView(this.#slots[slot], 0, len);
       data = v;
     } else {
       let st: Stage | undefined;
@@ -224,9 +234,9 @@ export class TcpLink implements Link {
         at += len;
       }
       if (st) {
-        if (st.view === undefined || st.view.length !== total) st.view = buf.subarray(0, total);
+        if (st.view === undefined || st.view.length !== total) st.view = bufferView(buf, 0, total);
         data = st.view;
-      } else data = buf;
+      } else data = bufferView(buf, 0, total);
     }
     for (let k = 0; k < n; k++) {
       this.#writtenSlots[(this.#writtenHead + this.#writtenCount++) % cap] = this.#batchSlot[k];
