@@ -47,6 +47,7 @@ import { setImmediate } from "node:timers";
 import { AcceptQueue } from "../../accept_queue.ts";
 import {
   carve,
+  growBuffers,
   type Link,
   type LinkCapabilities,
   type LinkConnectOptions,
@@ -167,13 +168,7 @@ export class TcpLink implements Link {
     const full = this.#full;
     if (!full || this.#closing) return this.capabilities;
     const frameSize = this.capabilities.recvBufferSize;
-    const moreRecv = full.recvBufferCount - this.#recv.length;
-    const moreSlots = full.sendSlots - this.#slots.length;
-    const recv = carve(new Uint8Array(frameSize * moreRecv), moreRecv, frameSize);
-    const slots = carve(new Uint8Array(frameSize * moreSlots), moreSlots, frameSize);
-    for (const b of recv) this.#posted.push(this.#recv.push(b) - 1);
-    this.#slots.push(...slots);
-    this.#memoryBytes += frameSize * (moreRecv + moreSlots);
+    this.#memoryBytes += growBuffers(this.#recv, this.#slots, this.#posted, full, frameSize);
     this.#full = undefined;
     this.capabilities = linkCapabilities({ ...full, recvBufferSize: frameSize }, false, false);
     return this.capabilities;
