@@ -99,6 +99,29 @@ test("deadlines fire once, in order, and cancelled ones never", async () => {
   assert.equal(d.pending, 0);
 });
 
+test("deadlines: settled ones are let go as acks come back, not held for the whole bound", async () => {
+  const d = new Deadlines();
+  let fired = 0;
+  const inFlight: { cancel(): void }[] = [];
+  // 20,000 updates with a 5 s bound, at most 8 in flight, acknowledged in send order.
+  for (let i = 0; i < 20_000; i++) {
+    inFlight.push(d.add(5000, performance.now(), () => fired++));
+    if (inFlight.length > 8) inFlight.shift()!.cancel();
+    assert.ok(d.pending <= 10, `after ${i + 1} adds ${d.pending} deadlines are held`);
+  }
+  // An early deadline not settled holds the later settled ones behind it until it settles.
+  const slow = d.add(5000, performance.now(), () => fired++);
+  for (let i = 0; i < 100; i++) d.add(5000, performance.now(), () => fired++).cancel();
+  assert.ok(d.pending >= 100);
+  slow.cancel();
+  for (const e of inFlight.splice(0)) e.cancel();
+  d.add(5000, performance.now(), () => fired++).cancel();
+  assert.ok(d.pending <= 1, `${d.pending} held after everything settled`);
+  // Still a working timer: a short bound fires, once.
+  await new Promise<void>((resolve) => d.add(5, performance.now(), () => resolve()));
+  assert.equal(fired, 0);
+});
+
 test("jsonString and jsonNumber write what JSON.stringify writes", () => {
   fc.assert(
     fc.property(fc.oneof(fc.string(), fc.string({ unit: "binary" }), fc.constantFrom("\ud800", "a\"b", "\u0000", "\u2028")), fc.double(), (t, n) => {

@@ -4,8 +4,11 @@
  *
  * Deadlines are kept in one FIFO queue per bound length: within a queue they
  * arrive in time order (now + the same bound), so adding and cancelling cost
- * O(1) (a cancelled entry is skipped when it reaches the head). One timer is
- * armed for the earliest head; it exists only while a deadline is pending.
+ * O(1): a cancelled entry stays in its queue until it reaches the head, and
+ * the cancelled heads are dropped on the next `add` (acks mostly come back in
+ * send order), so a queue holds about the deadlines still in flight. One
+ * timer is armed for the earliest head; it exists only while a deadline is
+ * pending.
  *
  * @module
  */
@@ -37,6 +40,7 @@ export class Deadlines {
     const entry = new Entry(start + boundMs, fire);
     let queue = this.#queues.get(boundMs);
     if (queue === undefined) this.#queues.set(boundMs, queue = { entries: [], head: 0 });
+    else trim(queue);
     queue.entries.push(entry);
     if (entry.at < this.#armedFor) this.#arm(entry.at);
     return entry;
@@ -63,7 +67,7 @@ export class Deadlines {
     for (;;) {
       let first: { at: number; q: { entries: Entry[]; head: number } } | undefined;
       for (const q of this.#queues.values()) {
-        while (q.head < q.entries.length && q.entries[q.head].fire === undefined) q.head++;
+        trim(q);
         if (q.head < q.entries.length && q.entries[q.head].at <= now && (first === undefined || q.entries[q.head].at < first.at)) {
           first = { at: q.entries[q.head].at, q };
         }
@@ -80,12 +84,29 @@ export class Deadlines {
         this.#queues.delete(bound);
         continue;
       }
-      if (q.head > 1024 && q.head * 2 > q.entries.length) {
-        q.entries = q.entries.slice(q.head);
-        q.head = 0;
-      }
       next = Math.min(next, q.entries[q.head].at);
     }
     if (next < Infinity) this.#arm(next);
   }
+}
+
+/**
+ * Skips the cancelled entries at the head of `q` (acks mostly come back in
+ * send order, so they are usually all of its settled ones) and gives their
+ * room back once they are most of the array: a queue holds about the
+ * deadlines still in flight, not every update of the last bound's length.
+ */
+function trim(q: { entries: Entry[]; head: number }): void {
+  const entries = q.entries;
+  let head = q.head;
+  while (head < entries.length && entries[head].fire === undefined) head++;
+  if (head === entries.length) {
+    entries.length = 0;
+    head = 0;
+  } else if (head > 64 && head * 2 > entries.length) {
+    entries.copyWithin(0, head);
+    entries.length -= head;
+    head = 0;
+  }
+  q.head = head;
 }
