@@ -1,6 +1,7 @@
 /**
- * The TCP link: SDP frames over a `node:net` stream (works in Bun and Deno),
- * for hosts without RDMA. Same framing and engine as the rdma link, bcopy only
+ * The TCP link: SDP frames over a TCP byte stream, for hosts without RDMA:
+ * Bun's native sockets under Bun (`bun_tcp.ts`), `node:net` under Deno and
+ * for TLS (`node:tls`). Same framing and engine as the rdma link, bcopy only
  * (`zcopy: false`).
  *
  * 1. Receive: the stream is cut into frames by the header's `len`; each frame
@@ -43,6 +44,7 @@ import { Buffer } from "node:buffer";
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { tlsMaterial } from "./tls.ts";
+import { connectNative, listenNative, nativeTcp, type StreamSocket } from "./bun_tcp.ts";
 import { setImmediate } from "node:timers";
 import { AcceptQueue } from "../../accept_queue.ts";
 import {
@@ -87,7 +89,7 @@ export class TcpLink implements Link {
   capabilities: LinkCapabilities;
   readonly source = undefined;
   readonly sink = undefined;
-  readonly #socket: net.Socket;
+  readonly #socket: StreamSocket;
   readonly #recv: Uint8Array[];
   readonly #slots: Uint8Array[];
   /** The full sizes, while the link has its footprint before trust. */
@@ -129,7 +131,7 @@ export class TcpLink implements Link {
   readonly #writtenBound = (err?: Error | null) => this.#written(err);
 
   /** `small`: the sizes before trust (`preAuth`), `grow()` goes to `sizes`; undefined: full at once. */
-  constructor(socket: net.Socket, sizes: Required<LinkSizes>, small?: Required<LinkSizes>) {
+  constructor(socket: StreamSocket, sizes: Required<LinkSizes>, small?: Required<LinkSizes>) {
     this.#socket = socket;
     this.remoteAddress = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
     const now = small ?? sizes;
@@ -398,6 +400,7 @@ export function connectLink(options: LinkConnectOptions): Promise<Link> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
   const what = `${secure ? "tls" : "tcp"} connect to ${options.host}:${options.port}`;
+  if (nativeTcp && !secure) return connectNativeLink(options.host, options.port, timeoutMs, what, sizes, small);
   return new Promise((resolve, reject) => {
     const s = secure
       ? tls.connect({
@@ -424,33 +427,62 @@ export function connectLink(options: LinkConnectOptions): Promise<Link> {
   });
 }
 
+/** Bun's native connect, with the same errors and timeout as the `node:net` one. */
+function connectNativeLink(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  what: string,
+  sizes: Required<LinkSizes>,
+  small: Required<LinkSizes> | undefined,
+): Promise<Link> {
+  return new Promise((resolve, reject) => {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      reject(new Error(`${what} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    connectNative(host, port).then((s) => {
+      clearTimeout(timer);
+      if (timedOut) s.destroy();
+      else resolve(new TcpLink(s, sizes, small));
+    }, (e: Error) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} failed: ${e.message}`, { cause: e }));
+    });
+  });
+}
+
 class TcpLinkListener implements LinkListener {
   readonly address: { host: string; port: number };
-  readonly #server: net.Server;
+  readonly #stop: () => Promise<void>;
   readonly #accepted = new AcceptQueue<Link>();
+  readonly #sizes: Required<LinkSizes>;
+  readonly #small: Required<LinkSizes> | undefined;
 
   constructor(
-    server: net.Server,
     host: string,
+    port: number,
+    stop: () => Promise<void>,
     sizes: Required<LinkSizes>,
     small: Required<LinkSizes> | undefined,
-    secure: boolean,
   ) {
-    this.#server = server;
-    const a = server.address() as net.AddressInfo;
-    this.address = { host, port: a.port };
-    // A peer that fails the TLS handshake (no certificate, another CA) is dropped by the TLS server itself.
-    if (secure) server.on("tlsClientError", () => {});
-    server.on(secure ? "secureConnection" : "connection", (s: net.Socket) => {
-      if (this.#accepted.closed) return void s.destroy();
-      this.#accepted.push(new TcpLink(s, sizes, small));
-    });
+    this.address = { host, port };
+    this.#stop = stop;
+    this.#sizes = sizes;
+    this.#small = small;
+  }
+
+  /** An accepted connection (paused until its link starts). */
+  accept(s: StreamSocket): void {
+    if (this.#accepted.closed) return void s.destroy();
+    this.#accepted.push(new TcpLink(s, this.#sizes, this.#small));
   }
 
   close(): Promise<void> {
     if (this.#accepted.closed) return Promise.resolve();
     for (const l of this.#accepted.close()) l.close();
-    return new Promise((r) => this.#server.close(() => r()));
+    return this.#stop();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Link> {
@@ -462,8 +494,18 @@ class TcpLinkListener implements LinkListener {
 export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
   const sizes = resolveSizes(options);
   const small = resolvePreAuth(sizes, options.preAuth);
+  const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
+  if (nativeTcp && !secure) {
+    let listener: TcpLinkListener | undefined;
+    try {
+      const server = listenNative(options.host, options.port, (s) => listener!.accept(s));
+      listener = new TcpLinkListener(options.host, server.port, () => Promise.resolve(server.stop(false)), sizes, small);
+      return Promise.resolve(listener);
+    } catch (e) {
+      return Promise.reject(new Error(`tcp listen on ${options.host}:${options.port} failed: ${(e as Error).message}`, { cause: e }));
+    }
+  }
   return new Promise((resolve, reject) => {
-    const secure = options.tls === undefined ? undefined : tlsMaterial(options.tls);
     const server = secure
       ? tls.createServer({ ...secure, requestCert: true, rejectUnauthorized: true, pauseOnConnect: true } as tls.TlsOptions)
       : net.createServer({ pauseOnConnect: true });
@@ -471,7 +513,12 @@ export function listenLinks(options: LinkListenOptions): Promise<LinkListener> {
       reject(new Error(`tcp listen on ${options.host}:${options.port} failed: ${e.message}`, { cause: e })));
     server.listen(options.port, options.host, () => {
       server.removeAllListeners("error");
-      resolve(new TcpLinkListener(server, options.host, sizes, small, secure !== undefined));
+      const port = (server.address() as net.AddressInfo).port;
+      const listener = new TcpLinkListener(options.host, port, () => new Promise((r) => server.close(() => r())), sizes, small);
+      // A peer that fails the TLS handshake (no certificate, another CA) is dropped by the TLS server itself.
+      if (secure) server.on("tlsClientError", () => {});
+      server.on(secure ? "secureConnection" : "connection", (s: net.Socket) => listener.accept(s));
+      resolve(listener);
     });
   });
 }
