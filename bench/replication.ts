@@ -33,7 +33,9 @@
  *
  * Wall: `performance.now()` over a batch of `--n` updates; CPU:
  * `process.cpuUsage()` (user + system, every thread of the primary's process)
- * over the same batch. Medians of `--rounds` batches, with min and max.
+ * over the same batch. Medians of `--rounds` batches, with min and max. Also
+ * each update's own latency (the clock read between consecutive updates),
+ * p50/p90/p99 over all timed batches: the batch mean folds the tail in.
  *
  * Allocation per update, in the primary's process only, in a separate pass
  * (not timed): under Deno (V8) the sum of the rises of `heapUsed + external`
@@ -250,17 +252,43 @@ async function setUpLib(spec: LibSpec, commit: string | undefined): Promise<LibP
 interface Batch {
   wallUs: number;
   cpuUs: number;
+  /** Each update's own latency, µs. */
+  each: Float64Array;
 }
 
-/** Wall: the `n` requests as their caller sees them; CPU: those and the drain (what they left to send is sent within it). */
+/**
+ * Wall: the `n` requests as their caller sees them; CPU: those and the drain
+ * (what they left to send is sent within it); and each request's own latency
+ * (the tail that the batch mean folds in).
+ */
 async function timeBatch(op: Op, n: number, drain: Op): Promise<Batch> {
+  const each = new Float64Array(n);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  for (let k = 0; k < n; k++) await op();
-  const wall = performance.now() - t0;
+  let t = t0;
+  for (let k = 0; k < n; k++) {
+    await op();
+    const t1 = performance.now();
+    each[k] = (t1 - t) * 1000;
+    t = t1;
+  }
+  const wall = t - t0;
   await drain();
   const c = process.cpuUsage(c0);
-  return { wallUs: (wall * 1000) / n, cpuUs: (c.user + c.system) / n };
+  return { wallUs: (wall * 1000) / n, cpuUs: (c.user + c.system) / n, each };
+}
+
+/** p50, p90 and p99 of every update of `batches`, µs. */
+function percentiles(batches: Batch[]): { p50: number; p90: number; p99: number; n: number } {
+  const all = new Float64Array(batches.reduce((a, b) => a + b.each.length, 0));
+  let at = 0;
+  for (const b of batches) {
+    all.set(b.each, at);
+    at += b.each.length;
+  }
+  all.sort();
+  const q = (p: number) => round(all[Math.min(all.length - 1, Math.floor(p * all.length))]);
+  return { p50: q(0.5), p90: q(0.9), p99: q(0.99), n: all.length };
 }
 
 // deno-lint-ignore no-explicit-any
@@ -318,6 +346,8 @@ function stat(xs: number[]): Stat {
 interface PathResult {
   wallUs: Stat;
   cpuUs: Stat;
+  /** Per-update latency over every timed batch. */
+  latencyUs: { p50: number; p90: number; p99: number; n: number };
   allocBytes: number;
   batches: number;
 }
@@ -415,6 +445,7 @@ async function main(): Promise<void> {
         results[l.label][p] = {
           wallUs: stat(bs.map((b) => b.wallUs)),
           cpuUs: stat(bs.map((b) => b.cpuUs)),
+          latencyUs: percentiles(bs),
           allocBytes: round(Math.max(0, alloc[`${l.label}/${p}`] - emptyAlloc)),
           batches: bs.length,
         };
@@ -506,12 +537,13 @@ function printTable(
 ): void {
   const lines: string[] = [];
   lines.push(`replication per update, ${runtimeVersion()}, tcp, n=${s.n} x ${s.rounds} batches (median [min-max]), load ${s.load0[0].toFixed(2)} -> ${s.load1[0].toFixed(2)}`);
-  lines.push(`${"path".padEnd(18)} ${"wall µs".padStart(22)} ${"cpu µs".padStart(22)} ${"alloc B".padStart(9)}`);
+  lines.push(`${"path".padEnd(18)} ${"wall µs".padStart(22)} ${"cpu µs".padStart(22)} ${"alloc B".padStart(9)} ${"each: p50 / p90 / p99 µs".padStart(26)}`);
   const cell = (x: Stat) => `${x.median} [${x.min}-${x.max}]`.padStart(22);
   for (const p of PATHS) {
     for (const l of labels) {
       const r = results[l][p];
-      lines.push(`${`${p} ${l}`.padEnd(18)} ${cell(r.wallUs)} ${cell(r.cpuUs)} ${String(r.allocBytes).padStart(9)}`);
+      const e = r.latencyUs;
+      lines.push(`${`${p} ${l}`.padEnd(18)} ${cell(r.wallUs)} ${cell(r.cpuUs)} ${String(r.allocBytes).padStart(9)} ${`${e.p50} / ${e.p90} / ${e.p99}`.padStart(26)}`);
     }
   }
   for (const l of labels) {

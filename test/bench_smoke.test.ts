@@ -123,7 +123,7 @@ test("bench report renders the data path and replication before/after tables wit
     meta: { date: "2026-12-02T00:00:00Z", commit: "0123456789abcdef", versions: { bun: "1", deno: "2" }, baseline: "fda7d6b", samples: { batchesPerPath: 7, updatesPerBatch: 2000, updatesPerPathAllocation: 3000 }, seconds: 90 },
     libraries: { before: { commit: "fda7d6b0d0e1" }, after: { commit: "0123456789abcdef" } },
     settings: { n: 2000, rounds: 7 },
-    results: { before: { plain: res(27, 14, 345), handler: res(10, 8, 3000), none: res(24, 23, 5000), transport: res(80, 44, 6000), applied: res(139, 72, 8000) }, after: { plain: res(28, 14, 345), handler: res(9, 7, 1800), none: res(12, 11, 3000), transport: res(40, 28, 600), applied: res(100, 60, 7000) } },
+    results: { before: { plain: res(27, 14, 345), handler: res(10, 8, 3000), none: res(24, 23, 5000), transport: res(80, 44, 6000), applied: res(139, 72, 8000) }, after: { plain: res(28, 14, 345), handler: res(9, 7, 1800), none: res(12, 11, 3000), transport: { ...res(40, 28, 600), latencyUs: { p50: 35, p90: 60, p99: 300, n: 14000 } }, applied: res(100, 60, 7000) } },
     targets: { after: { transportWall: j(40, 43), transportCpu: j(28, 29), noneWall: j(12, 14), noneCpu: j(11, 12), allocTransport: j(600, 690) } },
   };
   const r = render(undefined, undefined, undefined, undefined, { datapath: { bun: datapath }, replication: { deno: replication } });
@@ -131,6 +131,8 @@ test("bench report renders the data path and replication before/after tables wit
   assert.match(r.readme, /\| tcp 64 B round trip p50 ≤ 1\.2× node:net ping-pong \(Bun\) \| 2\.22× \| 1\.11× \| ≤ 1\.2× \| met \|/);
   assert.match(r.readme, /\| tcp 64 B round trip p50 ≤ 1\.2× native ping-pong \(Bun\) \| – \| 1\.5× \| ≤ 1\.2× \| missed \|/);
   assert.match(r.readme, /\| Deno: ack transport \| 80 \| 40 \| 0\.50× \|/);
+  // Each update's latency: only the after file has it here (as in files written before it was measured).
+  assert.match(r.readme, /\| Deno: ack transport \| – \| 35 \| – \| 60 \| – \| 300 \| 14000 \|/);
   assert.match(r.readme, /`transport` wall ≤ plain round trip \+ 15 µs \(Deno 2\) \| – \| 40 \/ 43 = 0\.93× \| met \|/);
   assert.match(r.markdown, /\| datapath-bun\.json \| host, Bun \|/);
   assert.match(r.markdown, /\| replication-deno\.json \| host, Deno \|/);
