@@ -94,7 +94,7 @@ export function fmtBytes(n: number): string {
 }
 
 /** Percentile (0..100) of already sorted numbers, nearest rank. */
-export function percentile(sorted: readonly number[], p: number): number {
+export function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[i];

@@ -63,7 +63,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import { join } from "node:path";
-import { emit, exportCommit, firstJsonLine, freePort, fullGc, GIT_ROOT, isMain, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
+import { emit, exportCommit, firstJsonLine, freePort, fullGc, GIT_ROOT, isMain, percentile, progress, ROOT, round, runtime, spawnRuntime, stopChild } from "./lib.ts";
 
 const argv = process.argv.slice(2);
 const arg = (name: string) => argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -287,8 +287,7 @@ function percentiles(batches: Batch[]): { p50: number; p90: number; p99: number;
     at += b.each.length;
   }
   all.sort();
-  const q = (p: number) => round(all[Math.min(all.length - 1, Math.floor(p * all.length))]);
-  return { p50: q(0.5), p90: q(0.9), p99: q(0.99), n: all.length };
+  return { p50: round(percentile(all, 50)), p90: round(percentile(all, 90)), p99: round(percentile(all, 99)), n: all.length };
 }
 
 // deno-lint-ignore no-explicit-any

@@ -202,14 +202,14 @@ export class BunStream implements StreamSocket {
 
   /** @internal bytes from the peer. */
   _data(chunk: Uint8Array): void {
-    if (this.#closed || this.#destroyed) return;
+    if (this.destroyed) return;
     if (this.#paused) this.#early.push(chunk.slice());
     else this.#emit("data", chunk);
   }
 
   /** @internal the peer's FIN. */
   _end(): void {
-    if (this.#closed || this.#destroyed) return;
+    if (this.destroyed) return;
     if (this.#paused) this.#earlyEnd = true;
     else this.#emit("end");
   }
@@ -268,9 +268,9 @@ function handlers(onOpen: (stream: BunStream) => void): Handlers {
 
 /** Connects a native socket; rejects with the runtime's error. */
 export async function connectNative(host: string, port: number): Promise<BunStream> {
-  let stream: BunStream | undefined;
-  const s = await bun!.connect({ hostname: host, port, socket: handlers((opened) => (stream = opened)) });
-  return stream ?? s.data ?? new BunStream(s);
+  // `open` makes the stream (it sets `s.data`) before the connect resolves.
+  const s = await bun!.connect({ hostname: host, port, socket: handlers(() => {}) });
+  return s.data ?? new BunStream(s);
 }
 
 /** Listens with native sockets; `onStream` gets each accepted connection (paused). */
