@@ -83,6 +83,7 @@
  * @module
  */
 import { RingAllocator } from "./ring_allocator.ts";
+import { Fifo } from "../fifo.ts";
 import {
   ABORT,
   type Body,
@@ -267,9 +268,9 @@ export class Engine {
   #delivered = -1;
   readonly #freeSlots: number[] = [];
   readonly #slotMseq: number[] = [];
-  #control: Body[] = [];
-  #sendQueue: OutMessage[] = [];
-  #inflight: OutMessage[] = [];
+  readonly #control = new Fifo<Body>();
+  readonly #sendQueue = new Fifo<OutMessage>();
+  readonly #inflight = new Fifo<OutMessage>();
   #outgoingZ: OutMessage | undefined;
   #stalled = false;
   #disconnMseq = -1;
@@ -776,7 +777,7 @@ export class Engine {
         if (!m) throw new ProtocolError(`SendSM received with no SrcAvail outstanding`);
         this.#outgoingZ = undefined;
         this.#actions.push({ type: "withdraw", sourceOffset: m.sourceOffset! });
-        this.#inflight.splice(this.#inflight.indexOf(m), 1);
+        this.#inflight.remove(m);
         m.mode = "bcopy";
         m.deadline = Infinity;
         m.sent = 0;
@@ -822,17 +823,15 @@ export class Engine {
 
   /** Rejects the queued sends larger than `max` (the peer's limit). */
   #rejectTooLarge(max: number): void {
-    const keep: OutMessage[] = [];
-    for (const m of this.#sendQueue) {
+    for (const m of this.#sendQueue.drain()) {
       const err = this.#sizeError(m.bytes.length, max, "the peer's ");
       if (err) {
         m.state = OUT.Free;
         this.#actions.push({ type: "reject", id: m.id, error: err });
       } else {
-        keep.push(m);
+        this.#sendQueue.push(m);
       }
     }
-    this.#sendQueue = keep;
   }
 
   /** The peer's GROW: its limits after trust (checked against its HELLO), then the header with them. */
@@ -1070,7 +1069,7 @@ export class Engine {
       if (this.#freeSlots.length === 0) return;
       const credits = this.credits;
       if (this.#control.length > 0) {
-        const c = this.#control[0];
+        const c = this.#control.peek()!;
         // GROW is a credit update with new limits: like one, it needs a single credit.
         const need = c.mid === MID.Disconn || c.mid === MID.Abort || c.mid === MID.Grow ? 1 : CONTROL_CREDITS;
         if (credits < need) break;
@@ -1078,13 +1077,14 @@ export class Engine {
         const mseq = this.#post(c);
         if (c.mid === MID.Disconn) {
           this.#disconnMseq = mseq;
-          this.#control = [];
+          this.#control.drain();
         }
         continue;
       }
       if (this.#state !== "open" || this.#outgoingZ || this.#sendQueue.length === 0) break;
       // Larger than the peer allows before trust: waits (in order) for the peer's GROW.
-      if (this.#peerMayGrow && this.#sendQueue[0].sent === 0 && this.#sendQueue[0].bytes.length > this.#peer!.maxMessageSize) break;
+      const head = this.#sendQueue.peek()!;
+      if (this.#peerMayGrow && head.sent === 0 && head.bytes.length > this.#peer!.maxMessageSize) break;
       if (credits < DATA_CREDITS) {
         if (!this.#stalled) {
           this.#stalled = true;
@@ -1093,7 +1093,7 @@ export class Engine {
         break;
       }
       this.#stalled = false;
-      this.#postMessageFrame(this.#sendQueue[0], now);
+      this.#postMessageFrame(head, now);
     }
     if (this.#freeSlots.length > 0 && this.credits >= 1 && this.#updateNeeded()) {
       this.stats.creditUpdates++;
@@ -1144,7 +1144,7 @@ export class Engine {
 
   #resolveReady(): void {
     while (this.#inflight.length > 0) {
-      const m = this.#inflight[0];
+      const m = this.#inflight.peek()!;
       const ready = m.mode === "zcopy" ? m.state === OUT.Read : m.lastMseq <= this.#delivered;
       if (!ready) return;
       this.#inflight.shift();
@@ -1164,9 +1164,7 @@ export class Engine {
   }
 
   #rejectAll(reason: string, cause?: Error): void {
-    const all = [...this.#inflight, ...this.#sendQueue];
-    this.#inflight = [];
-    this.#sendQueue = [];
+    const all = [...this.#inflight.drain(), ...this.#sendQueue.drain()];
     this.#outgoingZ = undefined;
     for (const m of all) {
       m.state = OUT.Free;

@@ -48,6 +48,7 @@
 import { Engine, type EngineAction, type ReleaseHandle } from "./engine.ts";
 import type { Link, LinkEvents } from "./links/link.ts";
 import { RingAllocator } from "./ring_allocator.ts";
+import { Fifo } from "../fifo.ts";
 import type { MessageSocket, ReceivedMessage, SocketStats, TransportKind } from "./types.ts";
 import { encodeFrame, type Hello, MID } from "./wire.ts";
 
@@ -226,13 +227,13 @@ export class SdpSocket implements MessageSocket {
     this.#newReject = reject;
   };
   readonly #addReader = (r: (r: IteratorResult<ReceivedMessage>) => void): void => void this.#readers.push(r);
-  #waiting: Waiter[] = [];
+  readonly #waiting = new Fifo<Waiter>();
   #nextId = 0;
-  #inbox: Message[] = [];
+  readonly #inbox = new Fifo<Message>();
   /** Delivered messages still holding link memory (read or not): copied out when the link closes. */
   /** (An array with each message's index in it, `heldAt`: no hash table churn per message.) */
   readonly #held: Message[] = [];
-  #readers: Array<(r: IteratorResult<ReceivedMessage>) => void> = [];
+  readonly #readers = new Fifo<(r: IteratorResult<ReceivedMessage>) => void>();
   #life: Life = LIFE.Open;
   #finalError: Error | undefined;
   #resolveClosed!: (e: Error | undefined) => void;
@@ -520,7 +521,7 @@ export class SdpSocket implements MessageSocket {
 
   #admitWaiting(): void {
     while (this.#waiting.length > 0 && this.#life !== LIFE.EngineClosed && this.#life !== LIFE.Ended) {
-      const w = this.#waiting[0];
+      const w = this.#waiting.peek()!;
       if (w.kind === "send") {
         if (!this.#admit(w.id, w.bytes, false)) return;
       } else if (w.kind === "commit") {
@@ -649,7 +650,7 @@ export class SdpSocket implements MessageSocket {
         this.#life = LIFE.EngineClosed;
         this.#finalError = a.error;
         this.#open.reject(a.error ?? new Error("the connection closed during the handshake"));
-        for (const w of this.#waiting.splice(0)) {
+        for (const w of this.#waiting.drain()) {
           const err = new Error(`send failed: ${a.error ? `connection closed: ${a.error.message}` : "the socket is closed"}`);
           if (w.kind === "reserve") w.reject(err);
           else {
@@ -683,7 +684,7 @@ export class SdpSocket implements MessageSocket {
         m.heldAt = -1;
         m.detach();
       }
-      for (const r of this.#readers.splice(0)) r({ value: undefined, done: true });
+      for (const r of this.#readers.drain()) r({ value: undefined, done: true });
     }
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;

@@ -8,10 +8,13 @@
  * the cancelled heads are dropped on the next `add` (acks mostly come back in
  * send order), so a queue holds about the deadlines still in flight. One
  * timer is armed for the earliest head; it exists only while a deadline is
- * pending.
+ * pending. The queues are rings (`Fifo`): one that empties and refills per
+ * update allocates nothing for it.
  *
  * @module
  */
+import { Fifo } from "../fifo.ts";
+
 
 class Entry {
   constructor(readonly at: number, public fire: (() => void) | undefined) {}
@@ -26,7 +29,7 @@ export interface Deadline {
 }
 
 export class Deadlines {
-  #queues = new Map<number, { entries: Entry[]; head: number }>();
+  #queues = new Map<number, Fifo<Entry>>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #armedFor = Infinity;
   #now: () => number;
@@ -39,9 +42,9 @@ export class Deadlines {
   add(boundMs: number, start: number, fire: () => void): Deadline {
     const entry = new Entry(start + boundMs, fire);
     let queue = this.#queues.get(boundMs);
-    if (queue === undefined) this.#queues.set(boundMs, queue = { entries: [], head: 0 });
+    if (queue === undefined) this.#queues.set(boundMs, queue = new Fifo());
     else trim(queue);
-    queue.entries.push(entry);
+    queue.push(entry);
     if (entry.at < this.#armedFor) this.#arm(entry.at);
     return entry;
   }
@@ -49,7 +52,7 @@ export class Deadlines {
   /** Number of deadlines not yet fired or skipped (cancelled ones count until they reach the head). */
   get pending(): number {
     let n = 0;
-    for (const q of this.#queues.values()) n += q.entries.length - q.head;
+    for (const q of this.#queues.values()) n += q.length;
     return n;
   }
 
@@ -65,48 +68,37 @@ export class Deadlines {
     const now = this.#now();
     // Due entries fire in deadline order across queues (a late timer may find several due).
     for (;;) {
-      let first: { at: number; q: { entries: Entry[]; head: number } } | undefined;
+      let first: Fifo<Entry> | undefined;
       for (const q of this.#queues.values()) {
         trim(q);
-        if (q.head < q.entries.length && q.entries[q.head].at <= now && (first === undefined || q.entries[q.head].at < first.at)) {
-          first = { at: q.entries[q.head].at, q };
-        }
+        const h = q.peek();
+        if (h !== undefined && h.at <= now && (first === undefined || h.at < first.peek()!.at)) first = q;
       }
       if (first === undefined) break;
-      const e = first.q.entries[first.q.head++];
+      const e = first.shift()!;
       const fire = e.fire;
       e.fire = undefined;
       fire?.();
     }
     let next = Infinity;
     for (const [bound, q] of this.#queues) {
-      if (q.head === q.entries.length) {
+      const h = q.peek();
+      if (h === undefined) {
         this.#queues.delete(bound);
         continue;
       }
-      next = Math.min(next, q.entries[q.head].at);
+      next = Math.min(next, h.at);
     }
     if (next < Infinity) this.#arm(next);
   }
 }
 
 /**
- * Skips the cancelled entries at the head of `q` (acks mostly come back in
- * send order, so they are usually all of its settled ones) and gives their
- * room back once they are most of the array: a queue holds about the
- * deadlines still in flight, not every update of the last bound's length.
+ * Drops the cancelled entries at the head of `q` (acks mostly come back in
+ * send order, so they are usually all of its settled ones): a queue holds
+ * about the deadlines still in flight, not every update of the last bound's
+ * length.
  */
-function trim(q: { entries: Entry[]; head: number }): void {
-  const entries = q.entries;
-  let head = q.head;
-  while (head < entries.length && entries[head].fire === undefined) head++;
-  if (head === entries.length) {
-    entries.length = 0;
-    head = 0;
-  } else if (head > 64 && head * 2 > entries.length) {
-    entries.copyWithin(0, head);
-    entries.length -= head;
-    head = 0;
-  }
-  q.head = head;
+function trim(q: Fifo<Entry>): void {
+  for (let h = q.peek(); h !== undefined && h.fire === undefined; h = q.peek()) q.shift();
 }

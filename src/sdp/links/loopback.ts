@@ -30,6 +30,7 @@
  */
 import { setImmediate } from "node:timers";
 import { AcceptQueue } from "../../accept_queue.ts";
+import { Fifo } from "../../fifo.ts";
 import {
   carve,
   growBuffers,
@@ -167,7 +168,7 @@ interface Scheduled {
 
 /** One channel: events that keep their order among themselves. */
 interface Channel {
-  q: Scheduled[];
+  q: Fifo<Scheduled>;
 }
 
 /** Runs the events of one pair, channel by channel. */
@@ -179,7 +180,7 @@ class Scheduler {
   readonly #pool: Scheduled[] = [];
   /** Ready heads and their queues (scratch of `#runReady`; at most one per channel). */
   readonly #heads: (Scheduled | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
-  readonly #queues: (Scheduled[] | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  readonly #queues: (Fifo<Scheduled> | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
   readonly faults: LoopbackFaults;
   #armed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -192,7 +193,10 @@ class Scheduler {
   constructor(faults: LoopbackFaults) {
     this.faults = faults;
     faults._release = () => {
-      for (const c of this.#order) if (c.q[0]?.notBefore === Infinity) c.q[0].notBefore = 0;
+      for (const c of this.#order) {
+        const h = c.q.peek();
+        if (h?.notBefore === Infinity) h.notBefore = 0;
+      }
       this.#arm();
     };
   }
@@ -219,7 +223,7 @@ class Scheduler {
     const key = e.op * 2 + from;
     let c = this.#byKey[key];
     if (!c) {
-      c = { q: [] };
+      c = { q: new Fifo() };
       this.#byKey[key] = c;
       this.#order.push(c);
     }
@@ -229,7 +233,7 @@ class Scheduler {
 
   stop(): void {
     this.stopped = true;
-    for (const c of this.#order) c.q.length = 0;
+    for (const c of this.#order) c.q.drain();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
   }
 
@@ -257,8 +261,8 @@ class Scheduler {
       const order = this.#order;
       for (let ci = 0; ci < order.length; ci++) {
         const q = order[ci].q;
-        if (q.length === 0) continue;
-        const h = q[0];
+        const h = q.peek();
+        if (h === undefined) continue;
         if (h.verdict === undefined) {
           h.verdict = active ? faults._verdict(this.#event(h)) : "deliver";
           if (h.verdict === "hold") {
